@@ -1,0 +1,105 @@
+//! `portico`: serve the FHIR server, import data, or run the demo.
+
+mod import;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "FHIR R4 server and SMART authorization server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the FHIR API (migrations run on start).
+    Serve(ServeArgs),
+    /// Load FHIR Bundles (transaction/batch/collection) and NDJSON files, plain or .gz.
+    Import(ImportArgs),
+    /// Generate sample patients with Portico's own generator, load them, and serve.
+    Demo(DemoArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct DbArgs {
+    /// `postgres://…` for PostgreSQL; otherwise a SQLite file path.
+    #[arg(long, env = "PORTICO_DATABASE_URL", default_value = "portico-data/portico.db")]
+    pub database_url: String,
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long, env = "PORTICO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Public base URL of the FHIR API; defaults to http://LISTEN/fhir.
+    #[arg(long, env = "PORTICO_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "PORTICO_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Files or folders (searched recursively for .json, .ndjson, .json.gz, .ndjson.gz).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Resources per database transaction.
+    #[arg(long, default_value_t = 2000)]
+    pub batch: usize,
+    /// No progress bar (logs and CI).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// How many patients to generate.
+    #[arg(long, default_value_t = 25)]
+    pub patients: usize,
+    /// Generator seed (same seed, same data).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => run::serve(args).await,
+            Command::Import(args) => import::run(args).await.map(|_| ()),
+            Command::Demo(args) => run::demo(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

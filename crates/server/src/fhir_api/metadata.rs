@@ -1,0 +1,109 @@
+//! `GET /metadata`: a CapabilityStatement generated from what the code supports, so it cannot
+//! drift: every resource type of the registry, each with the search parameters the indexer
+//! handles (composite and special parameters are left out because search rejects them).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use fhir::ParamType;
+use serde_json::{json, Value};
+
+use crate::response::fhir_json;
+use crate::AppState;
+
+pub async fn get(State(state): State<AppState>) -> Response {
+    fhir_json(StatusCode::OK, state.capability.as_str().to_string())
+}
+
+fn type_name(kind: ParamType) -> Option<&'static str> {
+    Some(match kind {
+        ParamType::Number => "number",
+        ParamType::Date => "date",
+        ParamType::String => "string",
+        ParamType::Token => "token",
+        ParamType::Reference => "reference",
+        ParamType::Quantity => "quantity",
+        ParamType::Uri => "uri",
+        ParamType::Composite | ParamType::Special => return None,
+    })
+}
+
+pub fn capability_statement(base_url: &str) -> Value {
+    let registry = fhir::Registry::r4();
+    let interactions: Vec<Value> =
+        ["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"]
+            .iter()
+            .map(|code| json!({ "code": code }))
+            .collect();
+    let resources: Vec<Value> = registry
+        .resource_types()
+        .into_iter()
+        .map(|rtype| {
+            let mut params: Vec<Value> = vec![
+                json!({"name": "_id", "type": "token", "definition": "http://hl7.org/fhir/SearchParameter/Resource-id"}),
+                json!({"name": "_lastUpdated", "type": "date", "definition": "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"}),
+            ];
+            let mut includes = Vec::new();
+            let mut defs = registry.params_for(rtype);
+            defs.sort_by(|a, b| a.code.cmp(&b.code));
+            for def in defs {
+                if matches!(def.code.as_str(), "_id" | "_lastUpdated" | "_text" | "_content" | "_query") {
+                    continue;
+                }
+                let Some(kind) = type_name(def.kind) else { continue };
+                params.push(json!({"name": def.code, "type": kind}));
+                if def.kind == ParamType::Reference {
+                    includes.push(format!("{rtype}:{}", def.code));
+                }
+            }
+            let mut resource = json!({
+                "type": rtype,
+                "interaction": interactions,
+                "versioning": "versioned",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "searchInclude": includes,
+                "searchParam": params,
+            });
+            if rtype == "Patient" {
+                resource["operation"] = json!([{
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+                }]);
+            }
+            resource
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "publisher": "Portico",
+        "kind": "instance",
+        "software": { "name": "Portico", "version": env!("CARGO_PKG_VERSION") },
+        "implementation": { "description": "Portico FHIR R4 server", "url": base_url },
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [
+                {"code": "transaction"},
+                {"code": "batch"},
+                {"code": "history-system"}
+            ],
+            "searchParam": [
+                {"name": "_count", "type": "number"},
+                {"name": "_sort", "type": "string"},
+                {"name": "_include", "type": "string"},
+                {"name": "_revinclude", "type": "string"},
+                {"name": "_summary", "type": "token"},
+                {"name": "_elements", "type": "string"},
+                {"name": "_total", "type": "token"}
+            ]
+        }]
+    })
+}

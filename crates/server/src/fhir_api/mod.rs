@@ -1,0 +1,45 @@
+//! The FHIR R4 REST API under `/fhir`.
+
+mod bundles;
+mod instance;
+pub mod metadata;
+mod search;
+mod system;
+mod writes;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", post(system::bundle))
+        .route("/metadata", get(metadata::get))
+        .route("/_history", get(system::history))
+        .route(
+            "/{rtype}",
+            get(search::search_get)
+                .post(writes::create)
+                .put(writes::conditional_update)
+                .delete(writes::conditional_delete),
+        )
+        .route(
+            "/{rtype}/{id}",
+            get(instance::read_or_type_history).put(writes::update).delete(writes::delete).post(search::search_post),
+        )
+        .route("/{rtype}/{id}/{op}", get(instance::operation))
+        .route("/{rtype}/{id}/_history/{vid}", get(instance::vread))
+        .fallback(|| async { ApiError::not_found("no such FHIR endpoint") })
+}
+
+/// 404 for names that are not R4 resource types.
+fn known_type(state: &AppState, resource_type: &str) -> Result<(), ApiError> {
+    let _ = state;
+    if fhir::Registry::r4().is_resource_type(resource_type) {
+        Ok(())
+    } else {
+        Err(ApiError::unknown_type(resource_type))
+    }
+}

@@ -1,0 +1,66 @@
+//! Type-level search by GET and by POST `_search`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use fhir::search::{self, Handling};
+
+use super::{bundles, known_type};
+use crate::error::ApiError;
+use crate::request::{query_pairs, Prefer};
+use crate::AppState;
+
+pub async fn search_get(
+    State(state): State<AppState>,
+    Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    known_type(&state, &rtype)?;
+    let pairs = query_pairs(query.as_deref());
+    run(&state, &rtype, pairs, &headers).await
+}
+
+/// `POST [type]/_search` with an `application/x-www-form-urlencoded` body (query string
+/// parameters, if any, are added to the body's).
+pub async fn search_post(
+    State(state): State<AppState>,
+    Path((rtype, op)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    known_type(&state, &rtype)?;
+    if op != "_search" {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not-supported",
+            format!("POST is not allowed on {rtype}/{op}"),
+        ));
+    }
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !body.is_empty() && !content_type.starts_with("application/x-www-form-urlencoded") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "not-supported",
+            "POST _search takes an application/x-www-form-urlencoded body",
+        ));
+    }
+    let mut pairs = query_pairs(query.as_deref());
+    pairs.extend(form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())));
+    run(&state, &rtype, pairs, &headers).await
+}
+
+async fn run(
+    state: &AppState,
+    rtype: &str,
+    pairs: Vec<(String, String)>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let prefer = Prefer::from_headers(headers);
+    let handling = if prefer.lenient { Handling::Lenient } else { Handling::Strict };
+    let request = search::parse(fhir::Registry::r4(), rtype, &pairs, handling)?;
+    let page = state.store.search(&request).await?;
+    Ok(bundles::searchset(state, &request, &pairs, page))
+}

@@ -1,0 +1,152 @@
+//! create, update, delete (plain and conditional).
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use store::{EntryResult, RestWrite, RestWriteKind};
+
+use super::known_type;
+use crate::error::ApiError;
+use crate::request::{if_match, FhirBody, Prefer};
+use crate::response;
+use crate::AppState;
+
+pub async fn create(
+    State(state): State<AppState>,
+    Path(rtype): Path<String>,
+    body: FhirBody,
+) -> Result<Response, ApiError> {
+    known_type(&state, &rtype)?;
+    check_type(&body.value, &rtype)?;
+    let if_none_exist = body
+        .headers
+        .get("if-none-exist")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_start_matches(&format!("{rtype}?")).to_string());
+    let prefer = Prefer::from_headers(&body.headers);
+    let result = state
+        .store
+        .rest_write(RestWrite { kind: RestWriteKind::Create { resource: body.value }, if_none_exist, if_match: None })
+        .await?;
+    Ok(written(&state, result, &prefer))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Path((rtype, id)): Path<(String, String)>,
+    body: FhirBody,
+) -> Result<Response, ApiError> {
+    known_type(&state, &rtype)?;
+    check_type(&body.value, &rtype)?;
+    match body.value.get("id").and_then(Value::as_str) {
+        Some(body_id) if body_id == id => {}
+        Some(body_id) => {
+            return Err(ApiError::bad_request(format!("the body's id '{body_id}' does not match the URL's id '{id}'")))
+        }
+        None => return Err(ApiError::bad_request("an update must carry the resource id in the body")),
+    }
+    let prefer = Prefer::from_headers(&body.headers);
+    let if_match = if_match(&body.headers)?;
+    let result = state
+        .store
+        .rest_write(RestWrite {
+            kind: RestWriteKind::Update { url: format!("{rtype}/{id}"), resource: body.value },
+            if_none_exist: None,
+            if_match,
+        })
+        .await?;
+    Ok(written(&state, result, &prefer))
+}
+
+pub async fn conditional_update(
+    State(state): State<AppState>,
+    Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
+    body: FhirBody,
+) -> Result<Response, ApiError> {
+    known_type(&state, &rtype)?;
+    check_type(&body.value, &rtype)?;
+    let query =
+        query.filter(|q| !q.is_empty()).ok_or_else(|| ApiError::bad_request("PUT on a type needs search criteria"))?;
+    let prefer = Prefer::from_headers(&body.headers);
+    let if_match = if_match(&body.headers)?;
+    let result = state
+        .store
+        .rest_write(RestWrite {
+            kind: RestWriteKind::Update { url: format!("{rtype}?{query}"), resource: body.value },
+            if_none_exist: None,
+            if_match,
+        })
+        .await?;
+    Ok(written(&state, result, &prefer))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    known_type(&state, &rtype)?;
+    delete_url(&state, format!("{rtype}/{id}"), &headers).await
+}
+
+pub async fn conditional_delete(
+    State(state): State<AppState>,
+    Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    known_type(&state, &rtype)?;
+    let query = query
+        .filter(|q| !q.is_empty())
+        .ok_or_else(|| ApiError::bad_request("DELETE on a type needs search criteria"))?;
+    delete_url(&state, format!("{rtype}?{query}"), &headers).await
+}
+
+async fn delete_url(state: &AppState, url: String, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let result = state
+        .store
+        .rest_write(RestWrite {
+            kind: RestWriteKind::Delete { url },
+            if_none_exist: None,
+            if_match: if_match(headers)?,
+        })
+        .await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let (Some(version), Some(lu)) = (result.version, result.last_updated_ms) {
+        response::version_headers(response.headers_mut(), version, lu);
+    }
+    Ok(response)
+}
+
+fn check_type(body: &Value, rtype: &str) -> Result<(), ApiError> {
+    let body_type = body.get("resourceType").and_then(Value::as_str).unwrap_or_default();
+    if body_type == rtype {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("resourceType '{body_type}' does not match the URL's type {rtype}")))
+    }
+}
+
+fn written(state: &AppState, result: EntryResult, prefer: &Prefer) -> Response {
+    let status = if result.status.starts_with("201") { StatusCode::CREATED } else { StatusCode::OK };
+    match result.resource {
+        Some(stored) => response::written(
+            status,
+            stored,
+            &state.config.base_url,
+            prefer,
+            status == StatusCode::CREATED || result.location.is_some(),
+        ),
+        None => {
+            let mut r = status.into_response();
+            if let Some(location) = result.location {
+                if let Ok(v) = header::HeaderValue::from_str(&format!("{}/{location}", state.config.base_url)) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+            }
+            r
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! Transaction and batch Bundles (R4 §3.1.0.11).
+//!
+//! A transaction is all-or-nothing: entries are resolved (new ids for POST, conditional
+//! create/update/delete searched inside the same database transaction), `urn:uuid:` and other
+//! `fullUrl` references are rewritten to the ids assigned, and every write is applied in one
+//! database transaction. A batch runs each entry on its own and reports each outcome.
+
+use std::collections::HashMap;
+
+use fhir::search::{self, Handling};
+use serde_json::Value;
+
+use crate::read::ReadOutcome;
+use crate::write::WriteRequest;
+use crate::{Store, StoreError, StoredResource};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleKind {
+    Transaction,
+    Batch,
+}
+
+/// The outcome of one entry, in the order of the request's entries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryResult {
+    /// e.g. `201 Created`
+    pub status: String,
+    /// `Type/id/_history/n` for writes.
+    pub location: Option<String>,
+    pub version: Option<i64>,
+    pub last_updated_ms: Option<i64>,
+    pub resource: Option<StoredResource>,
+    /// For a failed batch entry.
+    pub error: Option<StoreError>,
+}
+
+#[derive(Debug, Default)]
+pub struct BundleResult {
+    pub entries: Vec<EntryResult>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Method {
+    Delete,
+    Post,
+    Put,
+    Get,
+}
+
+#[derive(Debug)]
+struct Entry {
+    index: usize,
+    /// A batch entry that could not be parsed.
+    error: Option<StoreError>,
+    method: Method,
+    url: String,
+    full_url: Option<String>,
+    resource: Option<Value>,
+    if_none_exist: Option<String>,
+    if_match: Option<i64>,
+}
+
+impl Store {
+    pub async fn process_bundle(&self, bundle: &Value) -> Result<BundleResult, StoreError> {
+        let kind = match bundle.get("type").and_then(Value::as_str) {
+            Some("transaction") => BundleKind::Transaction,
+            Some("batch") => BundleKind::Batch,
+            other => {
+                return Err(StoreError::BadRequest(format!(
+                    "only transaction and batch Bundles can be posted to the base URL (got type {})",
+                    other.unwrap_or("none")
+                )))
+            }
+        };
+        let raw_entries = match bundle.get("entry") {
+            None => Vec::new(),
+            Some(Value::Array(entries)) => entries.clone(),
+            Some(_) => return Err(StoreError::BadRequest("Bundle.entry must be an array".into())),
+        };
+        let mut entries = Vec::with_capacity(raw_entries.len());
+        for (index, raw) in raw_entries.into_iter().enumerate() {
+            match parse_entry(index, raw) {
+                Ok(e) => entries.push(e),
+                Err(e) if kind == BundleKind::Transaction => {
+                    return Err(StoreError::InBundle { index, source: Box::new(e) })
+                }
+                Err(e) => entries.push(Entry::invalid(index, e)),
+            }
+        }
+        match kind {
+            BundleKind::Transaction => self.transaction(entries).await,
+            BundleKind::Batch => self.batch(entries).await,
+        }
+    }
+
+    /// One REST write (create, update, delete, conditional or not) through the same path as a
+    /// transaction entry, so conditional semantics exist once.
+    pub async fn rest_write(&self, write: RestWrite) -> Result<EntryResult, StoreError> {
+        let (method, url, resource) = match write.kind {
+            RestWriteKind::Create { resource } => {
+                let t = type_of(&resource);
+                (Method::Post, t, Some(resource))
+            }
+            RestWriteKind::Update { url, resource } => (Method::Put, url, Some(resource)),
+            RestWriteKind::Delete { url } => (Method::Delete, url, None),
+        };
+        let entry = Entry {
+            index: 0,
+            error: None,
+            method,
+            url,
+            full_url: None,
+            resource,
+            if_none_exist: write.if_none_exist,
+            if_match: write.if_match,
+        };
+        match self.transaction(vec![entry]).await {
+            Ok(mut result) => result.entries.pop().ok_or_else(|| StoreError::BadRequest("nothing to do".into())),
+            Err(StoreError::InBundle { source, .. }) => Err(*source),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn transaction(&self, mut entries: Vec<Entry>) -> Result<BundleResult, StoreError> {
+        let total = entries.len();
+        entries.sort_by_key(|e| (e.method, e.index));
+        let mut tx = self.pool.begin_write().await?;
+        let mut ids: HashMap<String, String> = HashMap::new(); // fullUrl -> Type/id
+        let mut plans: Vec<(usize, Plan)> = Vec::with_capacity(total);
+
+        // 1. resolve every entry to a concrete action, assigning ids
+        for e in &entries {
+            let plan = self
+                .resolve(&mut tx, e)
+                .await
+                .map_err(|err| StoreError::InBundle { index: e.index, source: Box::new(err) })?;
+            if let (Some(full_url), Plan::Write { resource_type, id, .. }) = (&e.full_url, &plan) {
+                ids.insert(full_url.clone(), format!("{resource_type}/{id}"));
+            }
+            if let (Some(full_url), Plan::Existing { resource_type, id, .. }) = (&e.full_url, &plan) {
+                ids.insert(full_url.clone(), format!("{resource_type}/{id}"));
+            }
+            plans.push((e.index, plan));
+        }
+
+        // 2. rewrite references to the ids assigned, then apply all writes at once
+        let mut requests = Vec::new();
+        let mut request_of: Vec<(usize, Option<usize>)> = Vec::new();
+        for (index, plan) in &mut plans {
+            let slot = match plan {
+                Plan::Write { resource: Some(resource), resource_type, id, if_match, create } => {
+                    fhir::references::rewrite(resource, &ids);
+                    if let Some(obj) = resource.as_object_mut() {
+                        obj.insert("id".into(), Value::String(id.clone()));
+                    }
+                    requests.push(if *create {
+                        WriteRequest::CreateWithId { id: id.clone(), resource: resource.clone() }
+                    } else {
+                        WriteRequest::Update {
+                            resource_type: resource_type.clone(),
+                            id: id.clone(),
+                            resource: resource.clone(),
+                            if_match: *if_match,
+                        }
+                    });
+                    Some(requests.len() - 1)
+                }
+                Plan::Write { resource: None, resource_type, id, .. } => {
+                    requests.push(WriteRequest::Delete { resource_type: resource_type.clone(), id: id.clone() });
+                    Some(requests.len() - 1)
+                }
+                _ => None,
+            };
+            request_of.push((*index, slot));
+        }
+        let outcomes = self.apply(&mut tx, requests).await.map_err(|e| match e {
+            StoreError::InBundle { index, source } => {
+                let original = request_of.iter().filter(|(_, s)| s.is_some()).nth(index).map_or(index, |(i, _)| *i);
+                StoreError::InBundle { index: original, source }
+            }
+            other => other,
+        })?;
+        tx.commit().await?;
+
+        // 3. results, then GETs (after the writes, as the specification orders them)
+        let mut results: Vec<Option<EntryResult>> = vec![None; total];
+        for ((index, slot), (_, plan)) in request_of.iter().zip(plans.iter()) {
+            let result = match (slot, plan) {
+                (Some(s), Plan::Write { resource: None, .. }) => {
+                    let o = &outcomes[*s];
+                    EntryResult::status("204 No Content").versioned(o.version, o.last_updated_ms, None)
+                }
+                (Some(s), Plan::Write { .. }) => {
+                    let o = &outcomes[*s];
+                    let status = if o.created { "201 Created" } else { "200 OK" };
+                    EntryResult::status(status)
+                        .versioned(
+                            o.version,
+                            o.last_updated_ms,
+                            Some(format!("{}/{}/_history/{}", o.resource_type, o.id, o.version)),
+                        )
+                        .with_resource(o.stored())
+                }
+                (_, Plan::Existing { status, resource, .. }) => {
+                    EntryResult::status(status).with_resource(resource.clone())
+                }
+                (_, Plan::Nothing) => EntryResult::status("204 No Content"),
+                (_, Plan::Read { .. }) | (None, Plan::Write { .. }) => EntryResult::status("200 OK"),
+            };
+            results[*index] = Some(result);
+        }
+        for (index, plan) in &plans {
+            if let Plan::Read { url } = plan {
+                results[*index] = Some(self.get_entry(url).await);
+            }
+        }
+        Ok(BundleResult {
+            entries: results.into_iter().map(|r| r.unwrap_or_else(|| EntryResult::status("200 OK"))).collect(),
+        })
+    }
+
+    async fn batch(&self, entries: Vec<Entry>) -> Result<BundleResult, StoreError> {
+        let mut results = Vec::with_capacity(entries.len());
+        for e in entries {
+            if let Some(err) = e.error {
+                results.push(EntryResult::failed(err));
+                continue;
+            }
+            let single = Entry { index: 0, ..e };
+            let result = match single.method {
+                Method::Get => self.get_entry(&single.url).await,
+                _ => match Box::pin(self.transaction(vec![single])).await {
+                    Ok(mut r) => r.entries.pop().unwrap_or_else(|| EntryResult::status("200 OK")),
+                    Err(StoreError::InBundle { source, .. }) => EntryResult::failed(*source),
+                    Err(StoreError::Database(e)) => return Err(StoreError::Database(e)),
+                    Err(other) => EntryResult::failed(other),
+                },
+            };
+            results.push(result);
+        }
+        Ok(BundleResult { entries: results })
+    }
+
+    /// Decide what an entry does, searching for conditional ones inside the transaction.
+    async fn resolve(&self, tx: &mut crate::db::Tx, e: &Entry) -> Result<Plan, StoreError> {
+        let (path, query) = split_url(&e.url);
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match e.method {
+            Method::Get => Ok(Plan::Read { url: e.url.clone() }),
+            Method::Post => {
+                let resource =
+                    e.resource.clone().ok_or_else(|| StoreError::BadRequest("POST entry without a resource".into()))?;
+                let resource_type = type_of(&resource);
+                if segments.as_slice() != [resource_type.as_str()] {
+                    return Err(StoreError::BadRequest(format!(
+                        "POST url '{}' must be the resource type {resource_type}",
+                        e.url
+                    )));
+                }
+                if let Some(condition) = &e.if_none_exist {
+                    let found = self.find(tx, &resource_type, condition).await?;
+                    match found.as_slice() {
+                        [] => {}
+                        [(id, _)] => return self.existing(tx, &resource_type, id, "200 OK").await,
+                        _ => {
+                            return Err(StoreError::PreconditionFailed(format!(
+                                "ifNoneExist '{condition}' matches more than one resource"
+                            )))
+                        }
+                    }
+                }
+                let id = uuid::Uuid::new_v4().to_string();
+                Ok(Plan::Write { resource_type, id, resource: Some(resource), if_match: None, create: true })
+            }
+            Method::Put => {
+                let resource =
+                    e.resource.clone().ok_or_else(|| StoreError::BadRequest("PUT entry without a resource".into()))?;
+                let resource_type = type_of(&resource);
+                match (segments.as_slice(), query) {
+                    ([t, id], None) if *t == resource_type => Ok(Plan::Write {
+                        resource_type,
+                        id: (*id).to_string(),
+                        resource: Some(resource),
+                        if_match: e.if_match,
+                        create: false,
+                    }),
+                    ([t], Some(condition)) if *t == resource_type => {
+                        let found = self.find(tx, &resource_type, condition).await?;
+                        let id = match found.as_slice() {
+                            [] => resource
+                                .get("id")
+                                .and_then(Value::as_str)
+                                .map(String::from)
+                                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                            [(id, _)] => id.clone(),
+                            _ => {
+                                return Err(StoreError::PreconditionFailed(format!(
+                                    "conditional update '{}' matches more than one resource",
+                                    e.url
+                                )))
+                            }
+                        };
+                        let mut resource = resource;
+                        if let Some(obj) = resource.as_object_mut() {
+                            obj.insert("id".into(), Value::String(id.clone()));
+                        }
+                        Ok(Plan::Write {
+                            resource_type,
+                            id,
+                            resource: Some(resource),
+                            if_match: e.if_match,
+                            create: false,
+                        })
+                    }
+                    _ => Err(StoreError::BadRequest(format!(
+                        "PUT url '{}' must be {resource_type}/id or {resource_type}?search",
+                        e.url
+                    ))),
+                }
+            }
+            Method::Delete => match (segments.as_slice(), query) {
+                ([t, id], None) if self.registry.is_resource_type(t) => Ok(Plan::Write {
+                    resource_type: (*t).to_string(),
+                    id: (*id).to_string(),
+                    resource: None,
+                    if_match: None,
+                    create: false,
+                }),
+                ([t], Some(condition)) if self.registry.is_resource_type(t) => {
+                    let found = self.find(tx, t, condition).await?;
+                    match found.as_slice() {
+                        [] => Ok(Plan::Nothing),
+                        [(id, _)] => Ok(Plan::Write {
+                            resource_type: (*t).to_string(),
+                            id: id.clone(),
+                            resource: None,
+                            if_match: None,
+                            create: false,
+                        }),
+                        _ => Err(StoreError::PreconditionFailed(format!(
+                            "conditional delete '{}' matches more than one resource",
+                            e.url
+                        ))),
+                    }
+                }
+                _ => Err(StoreError::BadRequest(format!("DELETE url '{}' must be Type/id or Type?search", e.url))),
+            },
+        }
+    }
+
+    async fn find(
+        &self,
+        tx: &mut crate::db::Tx,
+        resource_type: &str,
+        query: &str,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let pairs: Vec<(String, String)> = form_pairs(query);
+        let request = search::parse(self.registry, resource_type, &pairs, Handling::Strict)?;
+        self.matching_ids(&mut tx.conn(), &request, 2).await
+    }
+
+    async fn existing(
+        &self,
+        tx: &mut crate::db::Tx,
+        resource_type: &str,
+        id: &str,
+        status: &str,
+    ) -> Result<Plan, StoreError> {
+        let _ = tx;
+        let resource = match self.read(resource_type, id).await? {
+            ReadOutcome::Found(r) => Some(r),
+            _ => None,
+        };
+        Ok(Plan::Existing {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            status: status.to_string(),
+            resource,
+        })
+    }
+
+    /// A GET entry: a read (`Type/id`) only; searches belong in their own requests.
+    async fn get_entry(&self, url: &str) -> EntryResult {
+        let (path, _) = split_url(url);
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segments.as_slice() {
+            [t, id] => match self.read(t, id).await {
+                Ok(ReadOutcome::Found(r)) => EntryResult::status("200 OK").with_resource(Some(r)),
+                Ok(ReadOutcome::Deleted { .. }) => EntryResult::failed(StoreError::Gone {
+                    resource_type: (*t).to_string(),
+                    id: (*id).to_string(),
+                    version: 0,
+                    last_updated_ms: 0,
+                }),
+                Ok(ReadOutcome::NotFound) => {
+                    EntryResult::failed(StoreError::NotFound { resource_type: (*t).to_string(), id: (*id).to_string() })
+                }
+                Err(e) => EntryResult::failed(e),
+            },
+            _ => {
+                EntryResult::failed(StoreError::BadRequest(format!("GET entries support reads (Type/id), not '{url}'")))
+            }
+        }
+    }
+}
+
+/// A REST write: `POST Type`, `PUT Type/id` or `PUT Type?query`, `DELETE Type/id` or `DELETE Type?query`.
+#[derive(Debug, Clone)]
+pub struct RestWrite {
+    pub kind: RestWriteKind,
+    pub if_none_exist: Option<String>,
+    pub if_match: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RestWriteKind {
+    Create {
+        resource: Value,
+    },
+    /// `url` is `Type/id` or `Type?query`, relative to the base.
+    Update {
+        url: String,
+        resource: Value,
+    },
+    Delete {
+        url: String,
+    },
+}
+
+#[derive(Debug)]
+enum Plan {
+    /// Create/update (`resource` Some) or delete (`resource` None).
+    Write {
+        resource_type: String,
+        id: String,
+        resource: Option<Value>,
+        if_match: Option<i64>,
+        create: bool,
+    },
+    /// A conditional create that found its match.
+    Existing {
+        resource_type: String,
+        id: String,
+        status: String,
+        resource: Option<StoredResource>,
+    },
+    Read {
+        url: String,
+    },
+    /// A conditional delete that matched nothing.
+    Nothing,
+}
+
+impl EntryResult {
+    fn status(status: &str) -> EntryResult {
+        EntryResult {
+            status: status.to_string(),
+            location: None,
+            version: None,
+            last_updated_ms: None,
+            resource: None,
+            error: None,
+        }
+    }
+    fn versioned(mut self, version: i64, last_updated_ms: i64, location: Option<String>) -> EntryResult {
+        self.version = Some(version);
+        self.last_updated_ms = Some(last_updated_ms);
+        self.location = location;
+        self
+    }
+    fn with_resource(mut self, resource: Option<StoredResource>) -> EntryResult {
+        self.resource = resource;
+        self
+    }
+    fn failed(error: StoreError) -> EntryResult {
+        let mut r = EntryResult::status("");
+        r.error = Some(error);
+        r
+    }
+}
+
+impl Clone for StoreError {
+    fn clone(&self) -> Self {
+        // Only client-facing variants travel inside batch results; database errors are
+        // propagated before they get here.
+        match self {
+            StoreError::NotFound { resource_type, id } => {
+                StoreError::NotFound { resource_type: resource_type.clone(), id: id.clone() }
+            }
+            StoreError::Gone { resource_type, id, version, last_updated_ms } => StoreError::Gone {
+                resource_type: resource_type.clone(),
+                id: id.clone(),
+                version: *version,
+                last_updated_ms: *last_updated_ms,
+            },
+            StoreError::VersionConflict { resource_type, id, expected, actual } => StoreError::VersionConflict {
+                resource_type: resource_type.clone(),
+                id: id.clone(),
+                expected: *expected,
+                actual: *actual,
+            },
+            StoreError::PreconditionFailed(m) => StoreError::PreconditionFailed(m.clone()),
+            StoreError::Invalid(issues) => StoreError::Invalid(issues.clone()),
+            StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+            StoreError::Search(e) => StoreError::Search(e.clone()),
+            StoreError::InBundle { index, source } => StoreError::InBundle { index: *index, source: source.clone() },
+            other => StoreError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+fn type_of(resource: &Value) -> String {
+    resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn split_url(url: &str) -> (&str, Option<&str>) {
+    match url.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (url, None),
+    }
+}
+
+fn form_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let plus_as_space = s.replace('+', " ");
+    percent_decode(&plus_as_space)
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Entry {
+    fn invalid(index: usize, error: StoreError) -> Entry {
+        Entry {
+            index,
+            error: Some(error),
+            method: Method::Get,
+            url: String::new(),
+            full_url: None,
+            resource: None,
+            if_none_exist: None,
+            if_match: None,
+        }
+    }
+}
+
+fn parse_entry(index: usize, raw: Value) -> Result<Entry, StoreError> {
+    let request = raw.get("request").ok_or_else(|| StoreError::BadRequest("entry.request is required".into()))?;
+    let method = match request.get("method").and_then(Value::as_str) {
+        Some("GET") | Some("HEAD") => Method::Get,
+        Some("POST") => Method::Post,
+        Some("PUT") => Method::Put,
+        Some("DELETE") => Method::Delete,
+        Some(other) => return Err(StoreError::BadRequest(format!("entry.request.method {other} is not supported"))),
+        None => return Err(StoreError::BadRequest("entry.request.method is required".into())),
+    };
+    let url = request
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| StoreError::BadRequest("entry.request.url is required".into()))?;
+    let if_match = match request.get("ifMatch").and_then(Value::as_str) {
+        Some(etag) => Some(
+            parse_etag(etag)
+                .ok_or_else(|| StoreError::BadRequest(format!("ifMatch '{etag}' is not an ETag like W/\"3\"")))?,
+        ),
+        None => None,
+    };
+    Ok(Entry {
+        index,
+        error: None,
+        method,
+        url: url.trim_start_matches('/').to_string(),
+        full_url: raw.get("fullUrl").and_then(Value::as_str).map(String::from),
+        resource: raw.get("resource").cloned(),
+        if_none_exist: request.get("ifNoneExist").and_then(Value::as_str).map(String::from),
+        if_match,
+    })
+}
+
+/// `W/"3"` or `"3"` or `3` → 3
+pub fn parse_etag(etag: &str) -> Option<i64> {
+    etag.trim().trim_start_matches("W/").trim_matches('"').parse().ok()
+}

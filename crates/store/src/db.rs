@@ -1,0 +1,352 @@
+//! The two concrete sqlx backends behind one small interface.
+//!
+//! All store logic builds `Sql` values (text plus typed parameters) once, in the dialect of the
+//! backend at hand, and runs them through `Conn`. Only binding, decoding and a few dialect
+//! snippets differ between SQLite and PostgreSQL, so search and write logic exist only once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgConnection, PgPool, Row, SqliteConnection, SqlitePool};
+
+use crate::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A bound parameter value. Nulls are typed because PostgreSQL insists.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Int(i64),
+    Real(f64),
+    Text(String),
+    NullText,
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        SqlValue::Int(v)
+    }
+}
+impl From<f64> for SqlValue {
+    fn from(v: f64) -> Self {
+        SqlValue::Real(v)
+    }
+}
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        SqlValue::Text(v.to_string())
+    }
+}
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        SqlValue::Text(v)
+    }
+}
+impl From<Option<String>> for SqlValue {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(SqlValue::NullText, SqlValue::Text)
+    }
+}
+impl From<Option<&str>> for SqlValue {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(SqlValue::NullText, |s| SqlValue::Text(s.to_string()))
+    }
+}
+
+/// SQL text with its parameters, written for one dialect.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    pub dialect: Dialect,
+    pub text: String,
+    pub params: Vec<SqlValue>,
+}
+
+impl Sql {
+    pub fn new(dialect: Dialect) -> Sql {
+        Sql { dialect, text: String::with_capacity(256), params: Vec::new() }
+    }
+
+    pub fn push(&mut self, text: &str) -> &mut Sql {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Append a placeholder for `value`.
+    pub fn bind(&mut self, value: impl Into<SqlValue>) -> &mut Sql {
+        self.params.push(value.into());
+        match self.dialect {
+            Dialect::Sqlite => self.text.push('?'),
+            Dialect::Postgres => {
+                self.text.push('$');
+                self.text.push_str(&self.params.len().to_string());
+            }
+        }
+        self
+    }
+
+    /// Append a placeholder for a JSON document column (`jsonb` on PostgreSQL).
+    pub fn bind_json(&mut self, value: String) -> &mut Sql {
+        self.bind(value);
+        if self.dialect == Dialect::Postgres {
+            self.text.push_str("::jsonb");
+        }
+        self
+    }
+
+    /// Append `(?, ?, ...)` for a list of values.
+    pub fn bind_list<V: Into<SqlValue>>(&mut self, values: impl IntoIterator<Item = V>) -> &mut Sql {
+        self.text.push('(');
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(v);
+        }
+        self.text.push(')');
+        self
+    }
+
+    /// The expression that yields a JSON body column as text.
+    pub fn body_text(&self, column: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => column.to_string(),
+            Dialect::Postgres => format!("{column}::text"),
+        }
+    }
+}
+
+/// Column kinds to decode a row into `SqlValue`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    Int,
+    Real,
+    Text,
+}
+
+pub type Rows = Vec<Vec<SqlValue>>;
+
+/// Pools: SQLite gets a single-connection writer (SQLite allows one writer; queueing in the pool
+/// avoids SQLITE_BUSY) and a pool of readers; PostgreSQL one pool.
+#[derive(Clone)]
+pub enum Pool {
+    Sqlite { read: SqlitePool, write: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// A connection or transaction of either backend.
+pub enum Conn<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Tx::Sqlite(tx) => Conn::Sqlite(tx),
+            Tx::Postgres(tx) => Conn::Postgres(tx),
+        }
+    }
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+pub enum Lease {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl Lease {
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Lease::Sqlite(c) => Conn::Sqlite(c),
+            Lease::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+impl Pool {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            return Ok(Pool::Postgres(pool));
+        }
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| StoreError::Config(format!("{}: {e}", parent.display())))?;
+            }
+        }
+        // WAL + synchronous=NORMAL: a committed transaction is in the WAL file before commit
+        // returns, so it survives the process being killed (only an OS crash could lose it).
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(false)
+            .pragma("cache_size", "-16000")
+            .pragma("temp_store", "memory")
+            .statement_cache_capacity(256);
+        let write =
+            SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read =
+            SqlitePoolOptions::new().max_connections(max_connections).connect_with(options.read_only(true)).await?;
+        Ok(Pool::Sqlite { read, write })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Pool::Sqlite { .. } => Dialect::Sqlite,
+            Pool::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    pub async fn read_conn(&self) -> Result<Lease, StoreError> {
+        Ok(match self {
+            Pool::Sqlite { read, .. } => Lease::Sqlite(read.acquire().await?),
+            Pool::Postgres(pool) => Lease::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// Begin a write transaction. SQLite's single writer connection serialises writers.
+    pub async fn begin_write(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Pool::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
+            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Pool::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+macro_rules! bind_all {
+    ($query:expr, $params:expr) => {{
+        let mut q = $query;
+        for p in $params {
+            q = match p {
+                SqlValue::Int(v) => q.bind(*v),
+                SqlValue::Real(v) => q.bind(*v),
+                SqlValue::Text(v) => q.bind(v.as_str()),
+                SqlValue::NullText => q.bind(None::<&str>),
+            };
+        }
+        q
+    }};
+}
+
+impl Conn<'_> {
+    pub async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
+        Ok(match self {
+            Conn::Sqlite(c) => bind_all!(sqlx::query(&sql.text), &sql.params).execute(&mut **c).await?.rows_affected(),
+            Conn::Postgres(c) => {
+                bind_all!(sqlx::query(&sql.text), &sql.params).execute(&mut **c).await?.rows_affected()
+            }
+        })
+    }
+
+    pub async fn fetch(&mut self, sql: &Sql, cols: &[Col]) -> Result<Rows, StoreError> {
+        match self {
+            Conn::Sqlite(c) => {
+                let rows = bind_all!(sqlx::query(&sql.text), &sql.params).fetch_all(&mut **c).await?;
+                rows.iter().map(|row| decode_sqlite(row, cols)).collect()
+            }
+            Conn::Postgres(c) => {
+                let rows = bind_all!(sqlx::query(&sql.text), &sql.params).fetch_all(&mut **c).await?;
+                rows.iter().map(|row| decode_pg(row, cols)).collect()
+            }
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+fn decode_sqlite(row: &sqlx::sqlite::SqliteRow, cols: &[Col]) -> Result<Vec<SqlValue>, StoreError> {
+    let mut out = Vec::with_capacity(cols.len());
+    for (i, col) in cols.iter().enumerate() {
+        out.push(match col {
+            Col::Int => row.try_get::<Option<i64>, _>(i)?.map_or(SqlValue::NullText, SqlValue::Int),
+            Col::Real => row.try_get::<Option<f64>, _>(i)?.map_or(SqlValue::NullText, SqlValue::Real),
+            Col::Text => row.try_get::<Option<String>, _>(i)?.map_or(SqlValue::NullText, SqlValue::Text),
+        });
+    }
+    Ok(out)
+}
+
+fn decode_pg(row: &sqlx::postgres::PgRow, cols: &[Col]) -> Result<Vec<SqlValue>, StoreError> {
+    let mut out = Vec::with_capacity(cols.len());
+    for (i, col) in cols.iter().enumerate() {
+        out.push(match col {
+            Col::Int => row.try_get::<Option<i64>, _>(i)?.map_or(SqlValue::NullText, SqlValue::Int),
+            Col::Real => row.try_get::<Option<f64>, _>(i)?.map_or(SqlValue::NullText, SqlValue::Real),
+            Col::Text => row.try_get::<Option<String>, _>(i)?.map_or(SqlValue::NullText, SqlValue::Text),
+        });
+    }
+    Ok(out)
+}
+
+/// Typed accessors for decoded rows.
+pub trait RowExt {
+    fn int(&self, i: usize) -> i64;
+    fn text(&self, i: usize) -> Option<&str>;
+    fn take_text(&mut self, i: usize) -> Option<String>;
+}
+
+impl RowExt for Vec<SqlValue> {
+    fn int(&self, i: usize) -> i64 {
+        match self.get(i) {
+            Some(SqlValue::Int(v)) => *v,
+            Some(SqlValue::Real(v)) => *v as i64,
+            _ => 0,
+        }
+    }
+    fn text(&self, i: usize) -> Option<&str> {
+        match self.get(i) {
+            Some(SqlValue::Text(v)) => Some(v),
+            _ => None,
+        }
+    }
+    fn take_text(&mut self, i: usize) -> Option<String> {
+        match self.get_mut(i) {
+            Some(SqlValue::Text(v)) => Some(std::mem::take(v)),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Reads by id, by version, and history.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+use crate::db::{Col, RowExt, Sql};
+use crate::{Store, StoreError, StoredResource};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadOutcome {
+    Found(StoredResource),
+    /// The resource existed and was deleted (410 Gone).
+    Deleted {
+        version: i64,
+        last_updated_ms: i64,
+    },
+    NotFound,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryScope {
+    System,
+    Type(String),
+    Instance(String, String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryQuery {
+    pub scope: HistoryScope,
+    /// Only versions written at or after this time (epoch ms).
+    pub since_ms: Option<i64>,
+    pub count: usize,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated_ms: i64,
+    /// POST, PUT or DELETE
+    pub method: String,
+    /// None for a deletion.
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    pub entries: Vec<HistoryEntry>,
+    pub next_cursor: Option<String>,
+}
+
+impl Store {
+    pub async fn read(&self, resource_type: &str, id: &str) -> Result<ReadOutcome, StoreError> {
+        let mut lease = self.pool.read_conn().await?;
+        let mut sql = Sql::new(self.dialect());
+        let body = sql.body_text("h.body");
+        sql.push("SELECT r.version, r.lu_ms, r.deleted, ")
+            .push(&body)
+            .push(" FROM resources r JOIN resource_history h ON h.rkey = r.rkey AND h.version = r.version WHERE r.rtype = ")
+            .bind(resource_type)
+            .push(" AND r.id = ")
+            .bind(id);
+        let mut rows = lease.conn().fetch(&sql, &[Col::Int, Col::Int, Col::Int, Col::Text]).await?;
+        let Some(mut row) = rows.pop() else { return Ok(ReadOutcome::NotFound) };
+        if row.int(2) != 0 {
+            return Ok(ReadOutcome::Deleted { version: row.int(0), last_updated_ms: row.int(1) });
+        }
+        Ok(ReadOutcome::Found(StoredResource {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version: row.int(0),
+            last_updated_ms: row.int(1),
+            body: row.take_text(3).unwrap_or_default(),
+        }))
+    }
+
+    pub async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<ReadOutcome, StoreError> {
+        let mut lease = self.pool.read_conn().await?;
+        let mut sql = Sql::new(self.dialect());
+        let body = sql.body_text("h.body");
+        sql.push("SELECT h.version, h.lu_ms, h.method, ")
+            .push(&body)
+            .push(" FROM resource_history h WHERE h.rtype = ")
+            .bind(resource_type)
+            .push(" AND h.id = ")
+            .bind(id)
+            .push(" AND h.version = ")
+            .bind(version);
+        let mut rows = lease.conn().fetch(&sql, &[Col::Int, Col::Int, Col::Text, Col::Text]).await?;
+        let Some(mut row) = rows.pop() else { return Ok(ReadOutcome::NotFound) };
+        if row.text(2) == Some("DELETE") {
+            return Ok(ReadOutcome::Deleted { version: row.int(0), last_updated_ms: row.int(1) });
+        }
+        Ok(ReadOutcome::Found(StoredResource {
+            resource_type: resource_type.to_string(),
+            id: id.to_string(),
+            version: row.int(0),
+            last_updated_ms: row.int(1),
+            body: row.take_text(3).unwrap_or_default(),
+        }))
+    }
+
+    /// History, newest first, paged by a keyset cursor over (commit sequence, rkey, version).
+    pub async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let mut lease = self.pool.read_conn().await?;
+        let mut sql = Sql::new(self.dialect());
+        let body = sql.body_text("h.body");
+        sql.push("SELECT h.rtype, h.id, h.version, h.lu_ms, h.method, ")
+            .push(&body)
+            .push(", h.seq, h.rkey FROM resource_history h WHERE 1 = 1");
+        match &query.scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => {
+                sql.push(" AND h.rtype = ").bind(t.as_str());
+            }
+            HistoryScope::Instance(t, id) => {
+                sql.push(" AND h.rkey = (SELECT rkey FROM resources WHERE rtype = ")
+                    .bind(t.as_str())
+                    .push(" AND id = ")
+                    .bind(id.as_str())
+                    .push(")");
+            }
+        }
+        if let Some(since) = query.since_ms {
+            sql.push(" AND h.lu_ms >= ").bind(since);
+        }
+        if let Some(cursor) = &query.cursor {
+            let (seq, rkey, version) = decode_history_cursor(cursor)?;
+            sql.push(" AND (h.seq < ")
+                .bind(seq)
+                .push(" OR (h.seq = ")
+                .bind(seq)
+                .push(" AND (h.rkey < ")
+                .bind(rkey)
+                .push(" OR (h.rkey = ")
+                .bind(rkey)
+                .push(" AND h.version < ")
+                .bind(version)
+                .push("))))");
+        }
+        let limit = query.count.max(1) as i64;
+        sql.push(" ORDER BY h.seq DESC, h.rkey DESC, h.version DESC LIMIT ").bind(limit + 1);
+        let cols = [Col::Text, Col::Text, Col::Int, Col::Int, Col::Text, Col::Text, Col::Int, Col::Int];
+        let mut rows = lease.conn().fetch(&sql, &cols).await?;
+        let mut next_cursor = None;
+        if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            if let Some(last) = rows.last() {
+                next_cursor = Some(encode_history_cursor(last.int(6), last.int(7), last.int(2)));
+            }
+        }
+        let entries = rows
+            .into_iter()
+            .map(|mut row| HistoryEntry {
+                resource_type: row.take_text(0).unwrap_or_default(),
+                id: row.take_text(1).unwrap_or_default(),
+                version: row.int(2),
+                last_updated_ms: row.int(3),
+                method: row.take_text(4).unwrap_or_default(),
+                body: row.take_text(5),
+            })
+            .collect();
+        Ok(HistoryPage { entries, next_cursor })
+    }
+}
+
+fn encode_history_cursor(seq: i64, rkey: i64, version: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{seq}.{rkey}.{version}"))
+}
+
+fn decode_history_cursor(cursor: &str) -> Result<(i64, i64, i64), StoreError> {
+    let bad = || StoreError::BadRequest("the paging cursor is not valid; start from the first page".into());
+    let text = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(text).map_err(|_| bad())?;
+    let parts: Vec<i64> = text.split('.').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad())?;
+    match parts.as_slice() {
+        [seq, rkey, version] => Ok((*seq, *rkey, *version)),
+        _ => Err(bad()),
+    }
+}

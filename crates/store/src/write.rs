@@ -1,0 +1,655 @@
+//! Writes: every create, update, delete, transaction entry and imported resource goes through
+//! `Store::apply`, which handles a whole batch with a fixed number of statements (multi-row
+//! inserts), so a 300-entry transaction costs about as many round trips as a single update.
+
+use std::collections::HashMap;
+
+use fhir::outcome::Issue;
+use fhir::{Extracted, IndexValue};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{epoch_ms, instant_text};
+use crate::db::{Col, Conn, Dialect, RowExt, Sql, SqlValue, Tx};
+use crate::{param_key, Store, StoreError, StoredResource};
+
+/// One write, as the REST layer or the importer asks for it.
+#[derive(Debug, Clone)]
+pub enum WriteRequest {
+    /// POST: the server assigns a new id (an id in the body is ignored).
+    Create {
+        resource: Value,
+    },
+    /// POST whose new id was already chosen (transactions assign ids before writing).
+    CreateWithId {
+        id: String,
+        resource: Value,
+    },
+    /// PUT Type/id: update, or create with that id when it does not exist.
+    Update {
+        resource_type: String,
+        id: String,
+        resource: Value,
+        if_match: Option<i64>,
+    },
+    Delete {
+        resource_type: String,
+        id: String,
+    },
+    /// Import: keep the resource's own id; no new version when the content is unchanged.
+    Upsert {
+        resource: Value,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated_ms: i64,
+    /// True when the resource did not exist (or was deleted) before.
+    pub created: bool,
+    /// Import only: the content was identical, nothing was written.
+    pub unchanged: bool,
+    /// The stored body (None for deletes).
+    pub body: Option<String>,
+}
+
+impl WriteOutcome {
+    pub fn stored(&self) -> Option<StoredResource> {
+        self.body.as_ref().map(|body| StoredResource {
+            resource_type: self.resource_type.clone(),
+            id: self.id.clone(),
+            version: self.version,
+            last_updated_ms: self.last_updated_ms,
+            body: body.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ImportStats {
+    pub written: usize,
+    pub unchanged: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Create,
+    Update,
+    Delete,
+    Upsert,
+}
+
+/// A write with its resource checked and its key known.
+struct Prepared {
+    mode: Mode,
+    resource_type: String,
+    id: String,
+    doc: Option<Map<String, Value>>,
+    if_match: Option<i64>,
+}
+
+struct Existing {
+    rkey: i64,
+    version: i64,
+    deleted: bool,
+    hash: Option<String>,
+}
+
+/// A row about to be written, with its final body and index entries.
+struct Ready {
+    outcome: WriteOutcome,
+    method: &'static str,
+    hash: Option<String>,
+    extracted: Extracted,
+    existing_rkey: Option<i64>,
+}
+
+const CHUNK_ROWS: usize = 400;
+
+impl Store {
+    /// Run writes atomically in one transaction.
+    pub async fn write(&self, requests: Vec<WriteRequest>) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut tx = self.pool.begin_write().await?;
+        let outcomes = self.apply(&mut tx, requests).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Import resources keeping their ids, in one transaction; duplicates within the batch keep
+    /// the last occurrence; unchanged resources are skipped.
+    pub async fn import(&self, resources: Vec<Value>) -> Result<ImportStats, StoreError> {
+        let mut seen: HashMap<(String, String), usize> = HashMap::new();
+        let mut requests = Vec::with_capacity(resources.len());
+        for resource in resources {
+            let key = (
+                resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string(),
+                resource.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+            );
+            match seen.get(&key) {
+                Some(&i) => requests[i] = WriteRequest::Upsert { resource },
+                None => {
+                    seen.insert(key, requests.len());
+                    requests.push(WriteRequest::Upsert { resource });
+                }
+            }
+        }
+        let outcomes = self.write(requests).await?;
+        let unchanged = outcomes.iter().filter(|o| o.unchanged).count();
+        Ok(ImportStats { written: outcomes.len() - unchanged, unchanged })
+    }
+
+    /// Apply writes inside an open transaction (used by `write` and by transaction Bundles).
+    pub(crate) async fn apply(
+        &self,
+        tx: &mut Tx,
+        requests: Vec<WriteRequest>,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prepared = requests
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| self.prepare(r).map_err(|e| in_entry(i, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut keys = HashMap::new();
+        for (i, p) in prepared.iter().enumerate() {
+            if keys.insert((p.resource_type.as_str(), p.id.as_str()), i).is_some() {
+                return Err(in_entry(
+                    i,
+                    StoreError::BadRequest(format!("{}/{} appears twice in one transaction", p.resource_type, p.id)),
+                ));
+            }
+        }
+        let mut conn = tx.conn();
+        let seq = next_seq(&mut conn).await?;
+        let now_ms = epoch_ms(self.clock.now());
+        let existing = load_existing(&mut conn, &prepared).await?;
+
+        let mut ready = Vec::with_capacity(prepared.len());
+        for (i, p) in prepared.into_iter().enumerate() {
+            let current = existing.get(&(p.resource_type.clone(), p.id.clone()));
+            ready.push(self.finish(p, current, now_ms).map_err(|e| in_entry(i, e))?);
+        }
+        self.persist(&mut conn, &ready, seq).await?;
+        Ok(ready.into_iter().map(|r| r.outcome).collect())
+    }
+
+    /// Check a request and fix its type and id.
+    fn prepare(&self, request: WriteRequest) -> Result<Prepared, StoreError> {
+        match request {
+            WriteRequest::Create { resource } => {
+                self.prepare(WriteRequest::CreateWithId { id: uuid::Uuid::new_v4().to_string(), resource })
+            }
+            WriteRequest::CreateWithId { id, resource } => {
+                let doc = self.checked(resource)?;
+                let resource_type = type_of(&doc);
+                Ok(Prepared { mode: Mode::Create, resource_type, id, doc: Some(doc), if_match: None })
+            }
+            WriteRequest::Update { resource_type, id, resource, if_match } => {
+                let doc = self.checked(resource)?;
+                if type_of(&doc) != resource_type {
+                    return Err(StoreError::BadRequest(format!(
+                        "resourceType '{}' does not match the URL's {resource_type}",
+                        type_of(&doc)
+                    )));
+                }
+                match doc.get("id").and_then(Value::as_str) {
+                    Some(body_id) if body_id == id => {}
+                    Some(body_id) => {
+                        return Err(StoreError::BadRequest(format!(
+                            "the resource id '{body_id}' does not match the URL's id '{id}'"
+                        )))
+                    }
+                    None => {
+                        return Err(StoreError::BadRequest("an update must carry the resource id in the body".into()))
+                    }
+                }
+                valid_id(&id)?;
+                Ok(Prepared { mode: Mode::Update, resource_type, id, doc: Some(doc), if_match })
+            }
+            WriteRequest::Delete { resource_type, id } => {
+                Ok(Prepared { mode: Mode::Delete, resource_type, id, doc: None, if_match: None })
+            }
+            WriteRequest::Upsert { resource } => {
+                let doc = self.checked(resource)?;
+                let id = match doc.get("id").and_then(Value::as_str) {
+                    Some(id) => id.to_string(),
+                    None => return Err(StoreError::BadRequest("imported resources need an id".into())),
+                };
+                valid_id(&id)?;
+                Ok(Prepared { mode: Mode::Upsert, resource_type: type_of(&doc), id, doc: Some(doc), if_match: None })
+            }
+        }
+    }
+
+    /// Structural validation against the R4 schema, then unwrap the object.
+    fn checked(&self, resource: Value) -> Result<Map<String, Value>, StoreError> {
+        let Value::Object(doc) = resource else {
+            return Err(StoreError::Invalid(vec![Issue::error("structure", "a resource must be a JSON object")]));
+        };
+        let resource_type = doc.get("resourceType").and_then(Value::as_str).unwrap_or_default();
+        if !self.registry.is_resource_type(resource_type) {
+            return Err(StoreError::Invalid(vec![Issue::error(
+                "not-supported",
+                format!("'{resource_type}' is not an R4 resource type"),
+            )]));
+        }
+        let doc = Value::Object(doc);
+        if let Err(issues) = fhir::validate::Validator::r4().validate(&doc) {
+            return Err(StoreError::Invalid(
+                issues.into_iter().map(|i| Issue::error("structure", i.message).at(i.path)).collect(),
+            ));
+        }
+        match doc {
+            Value::Object(map) => Ok(map),
+            _ => Err(StoreError::BadRequest("a resource must be a JSON object".into())),
+        }
+    }
+
+    /// Decide the new version and produce the final body.
+    fn finish(&self, p: Prepared, existing: Option<&Existing>, now_ms: i64) -> Result<Ready, StoreError> {
+        let live = existing.filter(|e| !e.deleted);
+        let next_version = existing.map_or(1, |e| e.version + 1);
+        let mut outcome = WriteOutcome {
+            resource_type: p.resource_type.clone(),
+            id: p.id.clone(),
+            version: next_version,
+            last_updated_ms: now_ms,
+            created: live.is_none(),
+            unchanged: false,
+            body: None,
+        };
+        match p.mode {
+            Mode::Create if existing.is_some() => {
+                return Err(StoreError::Conflict(format!("{}/{} already exists", p.resource_type, p.id)))
+            }
+            Mode::Update => {
+                if let Some(expected) = p.if_match {
+                    let actual = live.map_or(0, |e| e.version);
+                    if actual != expected {
+                        return Err(StoreError::VersionConflict {
+                            resource_type: p.resource_type,
+                            id: p.id,
+                            expected,
+                            actual,
+                        });
+                    }
+                }
+            }
+            Mode::Delete => {
+                let Some(current) = live else {
+                    // Deleting what is absent or already deleted changes nothing.
+                    outcome.unchanged = true;
+                    outcome.version = existing.map_or(0, |e| e.version);
+                    return Ok(Ready {
+                        outcome,
+                        method: "DELETE",
+                        hash: None,
+                        extracted: Extracted::default(),
+                        existing_rkey: None,
+                    });
+                };
+                return Ok(Ready {
+                    outcome,
+                    method: "DELETE",
+                    hash: None,
+                    extracted: Extracted::default(),
+                    existing_rkey: Some(current.rkey),
+                });
+            }
+            _ => {}
+        }
+        let doc = p.doc.unwrap_or_default();
+        let (value, body, hash) = finalize_body(doc, &p.id, next_version, now_ms)?;
+        if p.mode == Mode::Upsert {
+            if let Some(current) = live {
+                if current.hash.as_deref() == Some(hash.as_str()) {
+                    outcome.unchanged = true;
+                    outcome.version = current.version;
+                    outcome.created = false;
+                    return Ok(Ready {
+                        outcome,
+                        method: "PUT",
+                        hash: None,
+                        extracted: Extracted::default(),
+                        existing_rkey: None,
+                    });
+                }
+            }
+        }
+        let extracted = fhir::extract(self.registry, &value);
+        outcome.body = Some(body);
+        let method = if p.mode == Mode::Create { "POST" } else { "PUT" };
+        Ok(Ready { outcome, method, hash: Some(hash), extracted, existing_rkey: existing.map(|e| e.rkey) })
+    }
+
+    /// Write current rows, history and index rows for a batch.
+    async fn persist(&self, conn: &mut Conn<'_>, ready: &[Ready], seq: i64) -> Result<(), StoreError> {
+        let dialect = conn.dialect();
+        let rows: Vec<&Ready> = ready.iter().filter(|r| !r.outcome.unchanged).collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // 1. current rows (insert or update), learning every rkey
+        let mut rkeys: HashMap<(String, String), i64> = HashMap::new();
+        for chunk in rows.chunks(CHUNK_ROWS) {
+            let mut sql = Sql::new(dialect);
+            sql.push("INSERT INTO resources (rtype, id, version, lu_ms, seq, deleted, content_hash");
+            if dialect == Dialect::Postgres {
+                sql.push(", patient_id");
+            }
+            sql.push(") VALUES ");
+            for (i, r) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .bind(r.outcome.resource_type.as_str())
+                    .push(", ")
+                    .bind(r.outcome.id.as_str())
+                    .push(", ")
+                    .bind(r.outcome.version)
+                    .push(", ")
+                    .bind(r.outcome.last_updated_ms)
+                    .push(", ")
+                    .bind(seq)
+                    .push(", ")
+                    .bind(i64::from(r.method == "DELETE"))
+                    .push(", ")
+                    .bind(r.hash.clone());
+                if dialect == Dialect::Postgres {
+                    sql.push(", ").bind(r.extracted.compartments.first().cloned());
+                }
+                sql.push(")");
+            }
+            sql.push(
+                " ON CONFLICT (rtype, id) DO UPDATE SET version = excluded.version, lu_ms = excluded.lu_ms, \
+                 seq = excluded.seq, deleted = excluded.deleted, content_hash = excluded.content_hash",
+            );
+            if dialect == Dialect::Postgres {
+                sql.push(", patient_id = excluded.patient_id");
+            }
+            sql.push(" RETURNING rkey, rtype, id");
+            for mut row in conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text]).await? {
+                let rkey = row.int(0);
+                let key = (row.take_text(1).unwrap_or_default(), row.take_text(2).unwrap_or_default());
+                rkeys.insert(key, rkey);
+            }
+        }
+        let rkey_of =
+            |r: &Ready| rkeys.get(&(r.outcome.resource_type.clone(), r.outcome.id.clone())).copied().unwrap_or(0);
+
+        // 2. old index rows of replaced or deleted resources
+        let replaced: Vec<i64> = rows.iter().filter_map(|r| r.existing_rkey).collect();
+        for chunk in replaced.chunks(CHUNK_ROWS) {
+            for table in INDEX_TABLES {
+                let mut sql = Sql::new(dialect);
+                sql.push("DELETE FROM ").push(table).push(" WHERE rkey IN ").bind_list(chunk.iter().copied());
+                conn.execute(&sql).await?;
+            }
+        }
+
+        // 3. history (every version, the current one included)
+        for chunk in rows.chunks(CHUNK_ROWS) {
+            let mut sql = Sql::new(dialect);
+            sql.push("INSERT INTO resource_history (rkey, version, rtype, id, seq, lu_ms, method, body");
+            if dialect == Dialect::Postgres {
+                sql.push(", patient_id");
+            }
+            sql.push(") VALUES ");
+            for (i, r) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.push("(")
+                    .bind(rkey_of(r))
+                    .push(", ")
+                    .bind(r.outcome.version)
+                    .push(", ")
+                    .bind(r.outcome.resource_type.as_str())
+                    .push(", ")
+                    .bind(r.outcome.id.as_str())
+                    .push(", ")
+                    .bind(seq)
+                    .push(", ")
+                    .bind(r.outcome.last_updated_ms)
+                    .push(", ")
+                    .bind(r.method)
+                    .push(", ");
+                match &r.outcome.body {
+                    Some(body) => sql.bind_json(body.clone()),
+                    None => sql.push("NULL"),
+                };
+                if dialect == Dialect::Postgres {
+                    sql.push(", ").bind(r.extracted.compartments.first().cloned());
+                }
+                sql.push(")");
+            }
+            conn.execute(&sql).await?;
+        }
+
+        // 4. index rows
+        let mut index = IndexRows::new(dialect);
+        for r in &rows {
+            let rkey = rkey_of(r);
+            let patient = r.extracted.compartments.first().map(String::as_str);
+            for entry in &r.extracted.entries {
+                index.add(rkey, param_key(&r.outcome.resource_type, &entry.param), &entry.value, patient);
+            }
+            for patient_id in &r.extracted.compartments {
+                index.compartment.push(vec![rkey.into(), patient_id.as_str().into()]);
+            }
+        }
+        index.flush(conn).await
+    }
+}
+
+fn in_entry(index: usize, e: StoreError) -> StoreError {
+    match e {
+        StoreError::InBundle { .. } | StoreError::Database(_) => e,
+        other => StoreError::InBundle { index, source: Box::new(other) },
+    }
+}
+
+fn type_of(doc: &Map<String, Value>) -> String {
+    doc.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn valid_id(id: &str) -> Result<(), StoreError> {
+    if fhir::search::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(StoreError::BadRequest(format!("'{id}' is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)")))
+    }
+}
+
+/// Take the next commit sequence value. On PostgreSQL the row lock is held until commit, so
+/// sequence order is commit order (a reader that saw seq N has seen everything below N).
+async fn next_seq(conn: &mut Conn<'_>) -> Result<i64, StoreError> {
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("UPDATE commit_seq SET value = value + 1 WHERE one = 1 RETURNING value");
+    let rows = conn.fetch(&sql, &[Col::Int]).await?;
+    rows.first().map(|r| r.int(0)).ok_or_else(|| StoreError::Config("commit_seq row missing".into()))
+}
+
+async fn load_existing(
+    conn: &mut Conn<'_>,
+    prepared: &[Prepared],
+) -> Result<HashMap<(String, String), Existing>, StoreError> {
+    let mut found = HashMap::new();
+    let ids: Vec<&str> = prepared.iter().filter(|p| p.mode != Mode::Create).map(|p| p.id.as_str()).collect();
+    for chunk in ids.chunks(CHUNK_ROWS) {
+        let mut sql = Sql::new(conn.dialect());
+        sql.push("SELECT rkey, rtype, id, version, deleted, content_hash FROM resources WHERE id IN ")
+            .bind_list(chunk.iter().copied());
+        for mut row in conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await? {
+            let existing =
+                Existing { rkey: row.int(0), version: row.int(3), deleted: row.int(4) != 0, hash: row.take_text(5) };
+            found.insert((row.take_text(1).unwrap_or_default(), row.take_text(2).unwrap_or_default()), existing);
+        }
+    }
+    Ok(found)
+}
+
+/// Set id and meta, and put `resourceType`, `id`, `meta` first. Returns the body and the hash of
+/// the content without `meta.versionId`/`meta.lastUpdated` (to detect unchanged re-imports).
+fn finalize_body(
+    mut doc: Map<String, Value>,
+    id: &str,
+    version: i64,
+    lu_ms: i64,
+) -> Result<(Value, String, String), StoreError> {
+    // shift_remove keeps the order of the remaining members (remove() would swap them).
+    let resource_type = doc.shift_remove("resourceType").unwrap_or(Value::Null);
+    doc.shift_remove("id");
+    let mut meta = match doc.shift_remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    meta.shift_remove("versionId");
+    meta.shift_remove("lastUpdated");
+
+    let mut ordered = Map::with_capacity(doc.len() + 3);
+    ordered.insert("resourceType".into(), resource_type);
+    ordered.insert("id".into(), Value::String(id.to_string()));
+    ordered.insert("meta".into(), Value::Object(meta));
+    ordered.extend(doc);
+
+    let mut hasher = Sha256::new();
+    hasher.update(serde_json::to_vec(&ordered).map_err(|e| StoreError::BadRequest(e.to_string()))?);
+    let hash = hex::encode(&hasher.finalize()[..16]);
+
+    if let Some(Value::Object(meta)) = ordered.get_mut("meta") {
+        let mut with_version = Map::with_capacity(meta.len() + 2);
+        with_version.insert("versionId".into(), Value::String(version.to_string()));
+        with_version.insert("lastUpdated".into(), Value::String(instant_text(lu_ms)));
+        with_version.extend(std::mem::take(meta));
+        *meta = with_version;
+    }
+    let body = serde_json::to_string(&ordered).map_err(|e| StoreError::BadRequest(e.to_string()))?;
+    Ok((Value::Object(ordered), body, hash))
+}
+
+pub(crate) const INDEX_TABLES: [&str; 8] =
+    ["idx_string", "idx_token", "idx_reference", "idx_date", "idx_number", "idx_quantity", "idx_uri", "compartment"];
+
+/// Index rows collected per table, flushed as multi-row inserts.
+struct IndexRows {
+    dialect: Dialect,
+    string: Vec<Vec<SqlValue>>,
+    token: Vec<Vec<SqlValue>>,
+    reference: Vec<Vec<SqlValue>>,
+    date: Vec<Vec<SqlValue>>,
+    number: Vec<Vec<SqlValue>>,
+    quantity: Vec<Vec<SqlValue>>,
+    uri: Vec<Vec<SqlValue>>,
+    compartment: Vec<Vec<SqlValue>>,
+}
+
+impl IndexRows {
+    fn new(dialect: Dialect) -> IndexRows {
+        IndexRows {
+            dialect,
+            string: vec![],
+            token: vec![],
+            reference: vec![],
+            date: vec![],
+            number: vec![],
+            quantity: vec![],
+            uri: vec![],
+            compartment: vec![],
+        }
+    }
+
+    fn add(&mut self, rkey: i64, p: i64, value: &IndexValue, patient: Option<&str>) {
+        let (table, mut row): (&mut Vec<Vec<SqlValue>>, Vec<SqlValue>) = match value {
+            IndexValue::String { normalized, exact } => {
+                (&mut self.string, vec![normalized.as_str().into(), exact.as_str().into()])
+            }
+            IndexValue::Token { system, code, text } => {
+                (&mut self.token, vec![system.as_deref().into(), code.as_deref().into(), text.as_deref().into()])
+            }
+            IndexValue::Reference { target_type, target_id, url } => (
+                &mut self.reference,
+                vec![target_type.as_deref().into(), target_id.as_deref().into(), url.as_deref().into()],
+            ),
+            IndexValue::Date { start, end } => (&mut self.date, vec![(*start).into(), (*end).into()]),
+            IndexValue::Number { value } => (&mut self.number, vec![(*value).into()]),
+            IndexValue::Quantity { value, system, code, unit } => (
+                &mut self.quantity,
+                vec![(*value).into(), system.as_deref().into(), code.as_deref().into(), unit.as_deref().into()],
+            ),
+            IndexValue::Uri { value } => (&mut self.uri, vec![value.as_str().into()]),
+        };
+        row.insert(0, p.into());
+        row.insert(0, rkey.into());
+        if self.dialect == Dialect::Postgres {
+            row.push(patient.into());
+        }
+        table.push(row);
+    }
+
+    async fn flush(self, conn: &mut Conn<'_>) -> Result<(), StoreError> {
+        let pg = self.dialect == Dialect::Postgres;
+        let with_patient = |cols: &str| if pg { format!("{cols}, patient_id") } else { cols.to_string() };
+        let tables = [
+            ("idx_string", with_patient("rkey, p, norm, exact"), self.string),
+            ("idx_token", with_patient("rkey, p, system, code, text"), self.token),
+            ("idx_reference", with_patient("rkey, p, ttype, tid, url"), self.reference),
+            ("idx_date", with_patient("rkey, p, lo, hi"), self.date),
+            ("idx_number", with_patient("rkey, p, val"), self.number),
+            ("idx_quantity", with_patient("rkey, p, val, system, code, unit"), self.quantity),
+            ("idx_uri", with_patient("rkey, p, uri"), self.uri),
+            ("compartment", "rkey, patient_id".to_string(), self.compartment),
+        ];
+        for (table, columns, rows) in tables {
+            for chunk in rows.chunks(CHUNK_ROWS * 2) {
+                let mut sql = Sql::new(self.dialect);
+                sql.push("INSERT INTO ").push(table).push(" (").push(&columns).push(") VALUES ");
+                for (i, row) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(", ");
+                    }
+                    sql.bind_list(row.iter().cloned());
+                }
+                if table == "compartment" {
+                    sql.push(" ON CONFLICT DO NOTHING");
+                }
+                conn.execute(&sql).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_puts_type_id_meta_first_and_hash_ignores_version() {
+        let doc: Map<String, Value> = serde_json::from_str(
+            r#"{"gender":"male","meta":{"tag":[{"code":"x"}],"versionId":"9"},"resourceType":"Patient","id":"old","active":true,"birthDate":"1970"}"#,
+        )
+        .unwrap();
+        let (_, body, hash) = finalize_body(doc.clone(), "p1", 3, 0).unwrap();
+        assert_eq!(
+            body,
+            r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"3","lastUpdated":"1970-01-01T00:00:00.000Z","tag":[{"code":"x"}]},"gender":"male","active":true,"birthDate":"1970"}"#
+        );
+        let (_, _, hash2) = finalize_body(doc, "p1", 4, 1000).unwrap();
+        assert_eq!(hash, hash2);
+    }
+
+    #[test]
+    fn decimals_keep_their_precision() {
+        let doc: Map<String, Value> =
+            serde_json::from_str(r#"{"resourceType":"Observation","valueQuantity":{"value":1.50}}"#).unwrap();
+        let (_, body, _) = finalize_body(doc, "o", 1, 0).unwrap();
+        assert!(body.contains(r#""value":1.50"#), "{body}");
+    }
+}
