@@ -37,6 +37,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
+        .route("/fhir/", axum::routing::post(fhir_api::post_bundle))
         .nest("/fhir", fhir_api::routes())
         .layer(CorsLayer::permissive().expose_headers([
             axum::http::header::LOCATION,

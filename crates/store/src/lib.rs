@@ -80,7 +80,7 @@ impl Store {
     /// Readiness: can we run a query?
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut lease = self.pool.read_conn().await?;
-        let sql = db::Sql { dialect: self.dialect(), text: "SELECT 1".into(), params: vec![] };
+        let sql = db::Sql { dialect: self.dialect(), text: "SELECT CAST(1 AS BIGINT)".into(), params: vec![] };
         lease.conn().fetch(&sql, &[db::Col::Int]).await?;
         Ok(())
     }

@@ -5,6 +5,9 @@ mod instance;
 pub mod metadata;
 mod search;
 mod system;
+
+/// `POST {base}/` (with a trailing slash) is the same as `POST {base}`.
+pub use system::bundle as post_bundle;
 mod writes;
 
 use axum::routing::{get, post};

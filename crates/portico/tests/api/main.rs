@@ -1,0 +1,7 @@
+//! Portico's HTTP integration tests: one binary, every test against SQLite and PostgreSQL.
+
+mod harness;
+
+mod crud;
+mod errors;
+mod transactions;
