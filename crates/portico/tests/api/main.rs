@@ -3,5 +3,6 @@
 mod harness;
 
 mod crud;
+mod durability;
 mod errors;
 mod transactions;

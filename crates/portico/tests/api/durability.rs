@@ -1,0 +1,75 @@
+//! A committed write survives `kill -9` of the server process (SQLite WAL; PostgreSQL commit).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::both_backends;
+use crate::harness::{fresh_database, Backend};
+
+both_backends!(committed_writes_survive_kill_9);
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+async fn start(database_url: &str, port: u16) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["serve", "--database-url", database_url, "--listen", &format!("127.0.0.1:{port}")])
+        .env("PORTICO_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn portico serve");
+    let running = Running(child);
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client.get(format!("http://127.0.0.1:{port}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return running;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("portico serve did not become ready");
+}
+
+async fn committed_writes_survive_kill_9(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((url, pg_name)) = fresh_database(backend, &dir).await else { return };
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/fhir");
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    {
+        let mut server = start(&url, port).await;
+        for i in 0..20 {
+            let body = json!({"resourceType": "Patient", "name": [{"family": format!("Durable{i}")}]});
+            let r = client.post(format!("{base}/Patient")).header("content-type", "application/fhir+json").body(body.to_string()).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+            let created: Value = r.json().await.unwrap();
+            ids.push(created["id"].as_str().unwrap().to_string());
+        }
+        // SIGKILL: no shutdown hooks, no checkpoint.
+        server.0.kill().unwrap();
+        server.0.wait().unwrap();
+    }
+    let _server = start(&url, port).await;
+    for id in &ids {
+        let r = client.get(format!("{base}/Patient/{id}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "Patient/{id} was acknowledged but lost");
+    }
+    drop(_server);
+    if let Some(name) = pg_name {
+        let admin = sqlx::PgPool::connect(crate::harness::PG_ADMIN_URL).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+    }
+}
