@@ -98,15 +98,13 @@ impl BundleWriter {
             }
             text.push(']');
         }
-        text.push_str(r#","entry":["#);
         BundleWriter { text, entries: 0 }
     }
 
     /// Add an entry; `resource` is raw JSON text (already a valid resource) or absent.
     pub fn entry(&mut self, full_url: Option<&str>, resource: Option<&str>, extra: &[(&str, Value)]) {
-        if self.entries > 0 {
-            self.text.push(',');
-        }
+        // FHIR JSON has no empty arrays, so `entry` opens with the first entry.
+        self.text.push_str(if self.entries == 0 { r#","entry":["# } else { "," });
         self.entries += 1;
         self.text.push('{');
         let mut first = true;
@@ -136,7 +134,7 @@ impl BundleWriter {
     }
 
     pub fn finish(mut self) -> String {
-        self.text.push_str("]}");
+        self.text.push_str(if self.entries == 0 { "}" } else { "]}" });
         self.text
     }
 }

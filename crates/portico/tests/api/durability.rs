@@ -53,7 +53,13 @@ async fn committed_writes_survive_kill_9(backend: Backend) {
         let mut server = start(&url, port).await;
         for i in 0..20 {
             let body = json!({"resourceType": "Patient", "name": [{"family": format!("Durable{i}")}]});
-            let r = client.post(format!("{base}/Patient")).header("content-type", "application/fhir+json").body(body.to_string()).send().await.unwrap();
+            let r = client
+                .post(format!("{base}/Patient"))
+                .header("content-type", "application/fhir+json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status().as_u16(), 201);
             let created: Value = r.json().await.unwrap();
             ids.push(created["id"].as_str().unwrap().to_string());

@@ -101,7 +101,7 @@ async fn bad_requests_get_operation_outcomes(backend: Backend) {
     let (_, all) = s.get("Patient?_summary=count").await;
     assert_eq!(all["total"], 0);
     let (_, h) = s.get("_history").await;
-    assert!(h["entry"].as_array().unwrap().is_empty());
+    assert!(h.get("entry").is_none(), "no entries, and no empty array either: {h}");
 }
 
 async fn body_limits_and_content_types(backend: Backend) {

@@ -2,7 +2,10 @@
 
 mod harness;
 
+mod cli;
 mod crud;
 mod durability;
 mod errors;
+mod fixtures;
+mod search_oracle;
 mod transactions;
