@@ -304,7 +304,7 @@ fn npi_valid(npi: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn codings(concept: &Value) -> Vec<(String, String)> {

@@ -1,4 +1,5 @@
 //! Portico's HTTP integration tests: one binary, every test against SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the point
 
 mod harness;
 
