@@ -79,8 +79,8 @@ pub async fn import_files(
         ProgressBar::hidden()
     };
 
-    // Parse on a blocking thread, two batches ahead of the writer.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(64);
+    // Parse on a blocking thread, a few files ahead of the writer.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(16);
     let reader = tokio::task::spawn_blocking(move || {
         for path in files {
             let resources = read_file(&path);
@@ -123,7 +123,12 @@ async fn write_batch(
         return Ok(());
     }
     let files = batch.len() as u64;
-    let all: Vec<Value> = batch.iter().flat_map(|p| p.resources.iter().flatten().cloned()).collect();
+    let mut paths = Vec::with_capacity(batch.len());
+    let mut all: Vec<Value> = Vec::new();
+    for parsed in batch {
+        paths.push(parsed.path);
+        all.extend(parsed.resources.unwrap_or_default());
+    }
     match store.import(all).await {
         Ok(stats) => {
             summary.written += stats.written;
@@ -131,16 +136,20 @@ async fn write_batch(
         }
         Err(StoreError::Database(e)) => return Err(RunError::Store(StoreError::Database(e))),
         Err(_) => {
-            // Find the bad file(s): retry one file per transaction.
-            for parsed in batch {
-                let resources = parsed.resources.unwrap_or_default();
-                match store.import(resources).await {
+            // Find the bad file(s): read them again and retry one file per transaction (rare,
+            // so the common path moves resources instead of keeping copies).
+            for path in paths {
+                let outcome = match read_file(&path) {
+                    Ok(resources) => store.import(resources).await,
+                    Err(e) => Err(StoreError::BadRequest(e)),
+                };
+                match outcome {
                     Ok(stats) => {
                         summary.written += stats.written;
                         summary.unchanged += stats.unchanged;
                     }
                     Err(StoreError::Database(e)) => return Err(RunError::Store(StoreError::Database(e))),
-                    Err(e) => summary.failed.push((parsed.path, describe(&e))),
+                    Err(e) => summary.failed.push((path, describe(&e))),
                 }
             }
         }
@@ -230,17 +239,17 @@ fn resources_of(value: Value) -> Result<Vec<Value>, String> {
 
 /// The resources of a Bundle with `fullUrl` references (e.g. `urn:uuid:…`) rewritten to
 /// `Type/id`. A resource keeps its id; one without gets a stable id derived from its fullUrl.
-pub fn resources_of_bundle(bundle: Value) -> Result<Vec<Value>, String> {
-    let Some(Value::Array(entries)) = bundle.get("entry").cloned() else { return Ok(Vec::new()) };
+pub fn resources_of_bundle(mut bundle: Value) -> Result<Vec<Value>, String> {
+    let Some(Value::Array(entries)) = bundle.get_mut("entry").map(Value::take) else { return Ok(Vec::new()) };
     let mut map = HashMap::new();
     let mut resources = Vec::with_capacity(entries.len());
-    for (i, entry) in entries.into_iter().enumerate() {
+    for (i, mut entry) in entries.into_iter().enumerate() {
         let method = entry.pointer("/request/method").and_then(Value::as_str).unwrap_or("PUT");
         if matches!(method, "DELETE" | "GET" | "HEAD") {
             continue;
         }
         let full_url = entry.get("fullUrl").and_then(Value::as_str).map(String::from);
-        let Some(mut resource) = entry.get("resource").cloned() else { continue };
+        let Some(mut resource) = entry.get_mut("resource").map(Value::take) else { continue };
         let rtype = resource
             .get("resourceType")
             .and_then(Value::as_str)

@@ -61,12 +61,12 @@ pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
 
     let data = demo::generate(&demo::DemoConfig { seed: args.seed, patients: args.patients });
     let mut resources = Vec::new();
-    for bundle in &data.bundles {
-        resources.extend(crate::import::resources_of_bundle(bundle.clone()).map_err(RunError::Import)?);
+    for bundle in data.bundles {
+        resources.extend(crate::import::resources_of_bundle(bundle).map_err(RunError::Import)?);
     }
     let count = resources.len();
     let stats = store.import(resources).await?;
-    let accounts = &data.accounts;
+    let accounts = data.accounts;
     println!();
     println!("Portico demo — {count} generated resources ({} new or changed), seed {}", stats.written, args.seed);
     println!();

@@ -173,7 +173,7 @@ impl Store {
             };
             request_of.push((*index, slot));
         }
-        let outcomes = self.apply(&mut tx, requests).await.map_err(|e| match e {
+        let (outcomes, seq) = self.apply(&mut tx, requests).await.map_err(|e| match e {
             StoreError::InBundle { index, source } => {
                 let original = request_of.iter().filter(|(_, s)| s.is_some()).nth(index).map_or(index, |(i, _)| *i);
                 StoreError::InBundle { index: original, source }
@@ -181,6 +181,7 @@ impl Store {
             other => other,
         })?;
         tx.commit().await?;
+        self.committed(seq);
 
         // 3. results, then GETs (after the writes, as the specification orders them)
         let mut results: Vec<Option<EntryResult>> = vec![None; total];

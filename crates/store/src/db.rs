@@ -241,6 +241,13 @@ impl Pool {
         })
     }
 
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Pool::Sqlite { read, .. } => read.is_closed(),
+            Pool::Postgres(pool) => pool.is_closed(),
+        }
+    }
+
     pub async fn close(&self) {
         match self {
             Pool::Sqlite { read, write } => {

@@ -6,6 +6,7 @@
 //! value of a commit sequence, which orders history and will drive sync cursors.
 
 mod bundle;
+mod cache;
 pub mod clock;
 mod db;
 mod error;
@@ -32,11 +33,13 @@ pub struct StoreOptions {
     /// as relative ones in searches.
     pub base_url: String,
     pub max_connections: u32,
+    /// Bytes of reads and search pages kept in memory (0 turns the cache off).
+    pub cache_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { base_url: "http://localhost:8080/fhir".into(), max_connections: 8 }
+        StoreOptions { base_url: "http://localhost:8080/fhir".into(), max_connections: 8, cache_bytes: 32 << 20 }
     }
 }
 
@@ -58,6 +61,7 @@ pub struct Store {
     options: Arc<StoreOptions>,
     clock: Arc<dyn Clock>,
     registry: &'static fhir::Registry,
+    cache: Option<Arc<cache::Cache>>,
 }
 
 impl Store {
@@ -66,7 +70,11 @@ impl Store {
     /// (`sqlite://path` or a plain path).
     pub async fn connect(url: &str, options: StoreOptions, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let pool = Pool::connect(url, options.max_connections).await?;
-        Ok(Store { pool, options: Arc::new(options), clock, registry: fhir::Registry::r4() })
+        let cache = (options.cache_bytes > 0).then(|| Arc::new(cache::Cache::new(options.cache_bytes)));
+        if let Some(cache) = &cache {
+            spawn_commit_poller(pool.clone(), Arc::downgrade(cache));
+        }
+        Ok(Store { pool, options: Arc::new(options), clock, registry: fhir::Registry::r4(), cache })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -88,14 +96,50 @@ impl Store {
     /// Refresh planner statistics (after a bulk import).
     pub async fn analyze(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_write().await?;
-        let sql = db::Sql { dialect: self.dialect(), text: "ANALYZE".into(), params: vec![] };
-        tx.conn().execute(&sql).await?;
+        let run = |text: &str| db::Sql { dialect: self.dialect(), text: text.into(), params: vec![] };
+        tx.conn().execute(&run("ANALYZE")).await?;
+        if self.dialect() == Dialect::Sqlite {
+            // The bundled SQLite is built with STAT4: with its samples present, every statement
+            // whose bound values change is re-prepared (a third of a read's cost). The per-index
+            // row estimates of sqlite_stat1 are what our plans need.
+            tx.conn().execute(&run("DELETE FROM sqlite_stat4")).await?;
+        }
         tx.commit().await
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Watch the commit sequence so writes by other processes invalidate this process's cache.
+/// Stops when the store (and with it the cache) is dropped.
+fn spawn_commit_poller(pool: Pool, cache: std::sync::Weak<cache::Cache>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(cache::POLL_INTERVAL);
+        loop {
+            tick.tick().await;
+            let Some(cache) = cache.upgrade() else { return };
+            let sql = db::Sql { dialect: pool.dialect(), text: "SELECT value FROM commit_seq".into(), params: vec![] };
+            let seq = match pool.read_conn().await {
+                Ok(mut lease) => lease
+                    .conn()
+                    .fetch(&sql, &[db::Col::Int])
+                    .await
+                    .ok()
+                    .and_then(|rows| rows.first().map(|r| db::RowExt::int(r, 0))),
+                Err(_) => None,
+            };
+            match seq {
+                Some(seq) => cache.observed(seq),
+                // Cannot tell what changed: drop everything cached.
+                None => cache.observed(i64::MAX),
+            }
+            if pool.is_closed() {
+                return;
+            }
+        }
+    });
 }
 
 /// Stable 64-bit key of a search parameter of a resource type, stored in the index tables

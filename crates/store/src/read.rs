@@ -3,6 +3,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+use crate::cache::Cached;
 use crate::db::{Col, RowExt, Sql};
 use crate::{Store, StoreError, StoredResource};
 
@@ -53,12 +54,30 @@ pub struct HistoryPage {
 
 impl Store {
     pub async fn read(&self, resource_type: &str, id: &str) -> Result<ReadOutcome, StoreError> {
+        let Some(cache) = &self.cache else { return self.read_db(resource_type, id).await };
+        let key = format!("r|{resource_type}|{id}");
+        match cache.get(&key) {
+            Some(Cached::Read(Some(r))) => return Ok(ReadOutcome::Found(r)),
+            Some(Cached::Read(None)) => return Ok(ReadOutcome::NotFound),
+            _ => {}
+        }
+        let epoch = cache.epoch();
+        let outcome = self.read_db(resource_type, id).await?;
+        match &outcome {
+            ReadOutcome::Found(r) => cache.put(key, epoch, Cached::Read(Some(r.clone()))),
+            ReadOutcome::NotFound => cache.put(key, epoch, Cached::Read(None)),
+            ReadOutcome::Deleted { .. } => {}
+        }
+        Ok(outcome)
+    }
+
+    async fn read_db(&self, resource_type: &str, id: &str) -> Result<ReadOutcome, StoreError> {
         let mut lease = self.pool.read_conn().await?;
         let mut sql = Sql::new(self.dialect());
         let body = sql.body_text("h.body");
         sql.push("SELECT r.version, r.lu_ms, r.deleted, ")
             .push(&body)
-            .push(" FROM resources r JOIN resource_history h ON h.rkey = r.rkey AND h.version = r.version WHERE r.rtype = ")
+            .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.rtype = ")
             .bind(resource_type)
             .push(" AND r.id = ")
             .bind(id);

@@ -7,6 +7,7 @@
 //! (sort values + rkey of the last row) so a `next` link stays correct while data changes.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,6 +17,7 @@ use fhir::search::{
 use fhir::ParamType;
 use serde_json::Value;
 
+use crate::cache::Cached;
 use crate::clock::epoch_ms;
 use crate::db::{Col, Conn, RowExt, Sql, SqlValue};
 use crate::{param_key, Store, StoreError, StoredResource};
@@ -46,7 +48,20 @@ const EVERYTHING_REFERENCED: &[&str] =
     &["Practitioner", "PractitionerRole", "Organization", "Location", "Medication", "Device", "Substance"];
 
 impl Store {
-    pub async fn search(&self, request: &SearchRequest) -> Result<SearchPage, StoreError> {
+    pub async fn search(&self, request: &SearchRequest) -> Result<Arc<SearchPage>, StoreError> {
+        let Some(cache) = &self.cache else { return self.search_db(request).await.map(Arc::new) };
+        // The parsed request is the key: equal requests are equal searches.
+        let key = format!("s|{request:?}");
+        if let Some(Cached::Search(page)) = cache.get(&key) {
+            return Ok(page);
+        }
+        let epoch = cache.epoch();
+        let page = Arc::new(self.search_db(request).await?);
+        cache.put(key, epoch, Cached::Search(page.clone()));
+        Ok(page)
+    }
+
+    async fn search_db(&self, request: &SearchRequest) -> Result<SearchPage, StoreError> {
         let mut lease = self.pool.read_conn().await?;
         self.search_with(&mut lease.conn(), request).await
     }
@@ -74,7 +89,7 @@ impl Store {
             s.push_expr(&mut sql);
             sql.push(&format!(" AS sk{i}"));
         }
-        sql.push(" FROM resources r JOIN resource_history h ON h.rkey = r.rkey AND h.version = r.version WHERE ");
+        sql.push(" FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE ");
         filters.push(&mut sql);
         if let Some(cursor) = &cursor {
             push_keyset(&mut sql, &sort, cursor)?;
@@ -152,7 +167,7 @@ impl Store {
             .bind_list(rkeys.iter().copied())
             .push(" AND x.p IN ")
             .bind_list(params)
-            .push(" AND x.tid IS NOT NULL AND x.ttype IS NOT NULL");
+            .push(" AND x.tid <> '' AND x.ttype <> ''");
         if let Some(t) = &include.target_type {
             sql.push(" AND x.ttype = ").bind(t.as_str());
         }
@@ -190,7 +205,7 @@ impl Store {
             let body = sql.body_text("h.body");
             sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ")
                 .push(&body)
-                .push(" FROM resources r JOIN resource_history h ON h.rkey = r.rkey AND h.version = r.version")
+                .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid")
                 .push(" WHERE r.deleted = 0 AND r.rtype = ")
                 .bind(include.source_type.as_str())
                 .push(" AND r.rkey IN (SELECT x.rkey FROM idx_reference x WHERE x.p IN ")
@@ -224,7 +239,7 @@ impl Store {
                 let body = sql.body_text("h.body");
                 sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ")
                     .push(&body)
-                    .push(" FROM resources r JOIN resource_history h ON h.rkey = r.rkey AND h.version = r.version")
+                    .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid")
                     .push(" WHERE r.deleted = 0 AND r.rtype = ")
                     .bind(resource_type.as_str())
                     .push(" AND r.id IN ")
@@ -250,7 +265,7 @@ impl Store {
         let body = sql.body_text("h.body");
         sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ")
             .push(&body)
-            .push(" FROM resources r JOIN resource_history h ON h.rkey = r.rkey AND h.version = r.version")
+            .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid")
             .push(" WHERE r.deleted = 0 AND r.rkey IN (SELECT c.rkey FROM compartment c WHERE c.patient_id = ")
             .bind(query.patient_id.as_str())
             .push(") AND r.rkey > ")
@@ -284,7 +299,7 @@ impl Store {
                 .bind_list(rkeys.iter().copied())
                 .push(" AND x.ttype IN ")
                 .bind_list(wanted)
-                .push(" AND x.tid IS NOT NULL");
+                .push(" AND x.tid <> ''");
             let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
             for mut row in conn.fetch(&sql, &[Col::Text, Col::Text]).await? {
                 by_type
@@ -428,7 +443,7 @@ impl Filters<'_> {
                 match system {
                     TokenSystem::Any => {}
                     TokenSystem::None => {
-                        sql.push(" AND x.system IS NULL");
+                        sql.push(" AND x.system = ''");
                     }
                     TokenSystem::Is(s) => {
                         sql.push(" AND x.system = ").bind(s.as_str());
@@ -612,8 +627,9 @@ fn sort_columns(resource_type: &str, keys: &[SortKey]) -> Vec<SortColumn> {
                     let p = param_key(resource_type, code);
                     let (col, column) = match kind {
                         ParamType::String => (Col::Text, "x.norm"),
-                        ParamType::Token => (Col::Text, "x.code"),
-                        ParamType::Reference => (Col::Text, "x.tid"),
+                        // '' marks an absent value (text-only tokens, url-only references)
+                        ParamType::Token => (Col::Text, "NULLIF(x.code, '')"),
+                        ParamType::Reference => (Col::Text, "NULLIF(x.tid, '')"),
                         ParamType::Uri | ParamType::Composite | ParamType::Special => (Col::Text, "x.uri"),
                         ParamType::Date if k.descending => (Col::Int, "x.hi"),
                         ParamType::Date => (Col::Int, "x.lo"),

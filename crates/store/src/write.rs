@@ -113,8 +113,9 @@ impl Store {
     /// Run writes atomically in one transaction.
     pub async fn write(&self, requests: Vec<WriteRequest>) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut tx = self.pool.begin_write().await?;
-        let outcomes = self.apply(&mut tx, requests).await?;
+        let (outcomes, seq) = self.apply(&mut tx, requests).await?;
         tx.commit().await?;
+        self.committed(seq);
         Ok(outcomes)
     }
 
@@ -142,13 +143,14 @@ impl Store {
     }
 
     /// Apply writes inside an open transaction (used by `write` and by transaction Bundles).
+    /// Returns the outcomes and the commit sequence taken (None when nothing was written).
     pub(crate) async fn apply(
         &self,
         tx: &mut Tx,
         requests: Vec<WriteRequest>,
-    ) -> Result<Vec<WriteOutcome>, StoreError> {
+    ) -> Result<(Vec<WriteOutcome>, Option<i64>), StoreError> {
         if requests.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let prepared = requests
             .into_iter()
@@ -175,7 +177,14 @@ impl Store {
             ready.push(self.finish(p, current, now_ms).map_err(|e| in_entry(i, e))?);
         }
         self.persist(&mut conn, &ready, seq).await?;
-        Ok(ready.into_iter().map(|r| r.outcome).collect())
+        Ok((ready.into_iter().map(|r| r.outcome).collect(), Some(seq)))
+    }
+
+    /// Tell the cache that this process committed a write.
+    pub(crate) fn committed(&self, seq: Option<i64>) {
+        if let (Some(cache), Some(seq)) = (&self.cache, seq) {
+            cache.committed(seq);
+        }
     }
 
     /// Check a request and fix its type and id.
@@ -393,7 +402,9 @@ impl Store {
             }
         }
 
-        // 3. history (every version, the current one included)
+        // 3. history (every version, the current one included), then point each current row
+        //    at its history row so reads need no second index lookup
+        let mut hids: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(CHUNK_ROWS) {
             let mut sql = Sql::new(dialect);
             sql.push("INSERT INTO resource_history (rkey, version, rtype, id, seq, lu_ms, method, body");
@@ -429,6 +440,16 @@ impl Store {
                 }
                 sql.push(")");
             }
+            sql.push(" RETURNING rkey, hid");
+            hids.extend(conn.fetch(&sql, &[Col::Int, Col::Int]).await?.iter().map(|row| (row.int(0), row.int(1))));
+        }
+        for chunk in hids.chunks(CHUNK_ROWS) {
+            let mut sql = Sql::new(dialect);
+            sql.push("UPDATE resources SET hid = CASE rkey");
+            for (rkey, hid) in chunk {
+                sql.push(" WHEN ").bind(*rkey).push(" THEN ").bind(*hid);
+            }
+            sql.push(" END WHERE rkey IN ").bind_list(chunk.iter().map(|(rkey, _)| *rkey));
             conn.execute(&sql).await?;
         }
 
@@ -534,6 +555,11 @@ fn finalize_body(
     Ok((Value::Object(ordered), body, hash))
 }
 
+/// Index text columns hold '' for "absent" (they are primary-key columns on SQLite).
+fn or_empty(value: &Option<String>) -> SqlValue {
+    SqlValue::Text(value.clone().unwrap_or_default())
+}
+
 pub(crate) const INDEX_TABLES: [&str; 8] =
     ["idx_string", "idx_token", "idx_reference", "idx_date", "idx_number", "idx_quantity", "idx_uri", "compartment"];
 
@@ -571,18 +597,16 @@ impl IndexRows {
                 (&mut self.string, vec![normalized.as_str().into(), exact.as_str().into()])
             }
             IndexValue::Token { system, code, text } => {
-                (&mut self.token, vec![system.as_deref().into(), code.as_deref().into(), text.as_deref().into()])
+                (&mut self.token, vec![or_empty(code), or_empty(system), or_empty(text)])
             }
-            IndexValue::Reference { target_type, target_id, url } => (
-                &mut self.reference,
-                vec![target_type.as_deref().into(), target_id.as_deref().into(), url.as_deref().into()],
-            ),
+            IndexValue::Reference { target_type, target_id, url } => {
+                (&mut self.reference, vec![or_empty(target_id), or_empty(target_type), or_empty(url)])
+            }
             IndexValue::Date { start, end } => (&mut self.date, vec![(*start).into(), (*end).into()]),
             IndexValue::Number { value } => (&mut self.number, vec![(*value).into()]),
-            IndexValue::Quantity { value, system, code, unit } => (
-                &mut self.quantity,
-                vec![(*value).into(), system.as_deref().into(), code.as_deref().into(), unit.as_deref().into()],
-            ),
+            IndexValue::Quantity { value, system, code, unit } => {
+                (&mut self.quantity, vec![(*value).into(), or_empty(code), or_empty(system), or_empty(unit)])
+            }
             IndexValue::Uri { value } => (&mut self.uri, vec![value.as_str().into()]),
         };
         row.insert(0, p.into());
@@ -598,23 +622,23 @@ impl IndexRows {
         let with_patient = |cols: &str| if pg { format!("{cols}, patient_id") } else { cols.to_string() };
         let tables = [
             ("idx_string", with_patient("rkey, p, norm, exact"), self.string),
-            ("idx_token", with_patient("rkey, p, system, code, text"), self.token),
-            ("idx_reference", with_patient("rkey, p, ttype, tid, url"), self.reference),
+            ("idx_token", with_patient("rkey, p, code, system, text"), self.token),
+            ("idx_reference", with_patient("rkey, p, tid, ttype, url"), self.reference),
             ("idx_date", with_patient("rkey, p, lo, hi"), self.date),
             ("idx_number", with_patient("rkey, p, val"), self.number),
-            ("idx_quantity", with_patient("rkey, p, val, system, code, unit"), self.quantity),
+            ("idx_quantity", with_patient("rkey, p, val, code, system, unit"), self.quantity),
             ("idx_uri", with_patient("rkey, p, uri"), self.uri),
             ("compartment", "rkey, patient_id".to_string(), self.compartment),
         ];
-        for (table, columns, rows) in tables {
-            for chunk in rows.chunks(CHUNK_ROWS * 2) {
+        for (table, columns, mut rows) in tables {
+            for chunk in rows.chunks_mut(CHUNK_ROWS * 2) {
                 let mut sql = Sql::new(self.dialect);
                 sql.push("INSERT INTO ").push(table).push(" (").push(&columns).push(") VALUES ");
-                for (i, row) in chunk.iter().enumerate() {
+                for (i, row) in chunk.iter_mut().enumerate() {
                     if i > 0 {
                         sql.push(", ");
                     }
-                    sql.bind_list(row.iter().cloned());
+                    sql.bind_list(row.drain(..));
                 }
                 if table == "compartment" {
                     sql.push(" ON CONFLICT DO NOTHING");

@@ -11,7 +11,8 @@ both_backends!(
     conditional_create_and_update,
     history_and_since,
     prefer_return,
-    if_match_concurrency
+    if_match_concurrency,
+    writes_from_another_process_invalidate_the_cache
 );
 
 fn patient(family: &str) -> Value {
@@ -232,4 +233,40 @@ async fn if_match_concurrency(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(stale.status().as_u16(), 412);
+}
+
+/// Reads and searches are cached in-process; a write by a different process (here: a second
+/// store on the same database) must show within the commit-sequence poll interval.
+async fn writes_from_another_process_invalidate_the_cache(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else { return };
+    let (_, _, created) =
+        s.put("Patient/shared", &json!({"resourceType": "Patient", "id": "shared", "gender": "female"})).await;
+    assert_eq!(created["meta"]["versionId"], "1");
+    // warm the cache
+    for _ in 0..3 {
+        assert_eq!(s.get("Patient/shared").await.1["gender"], "female");
+        assert_eq!(s.search_ids("Patient?gender=male").await.len(), 0);
+    }
+    let other = store::Store::connect(
+        &s.database_url,
+        store::StoreOptions { cache_bytes: 0, ..store::StoreOptions::default() },
+        std::sync::Arc::new(store::SystemClock),
+    )
+    .await
+    .unwrap();
+    other
+        .write(vec![store::WriteRequest::Update {
+            resource_type: "Patient".into(),
+            id: "shared".into(),
+            resource: json!({"resourceType": "Patient", "id": "shared", "gender": "male"}),
+            if_match: None,
+        }])
+        .await
+        .unwrap();
+    other.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let (_, read) = s.get("Patient/shared").await;
+    assert_eq!(read["gender"], "male", "the other process's write is visible");
+    assert_eq!(read["meta"]["versionId"], "2");
+    assert_eq!(s.search_ids("Patient?gender=male").await, vec!["shared"]);
 }

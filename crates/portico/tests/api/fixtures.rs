@@ -344,7 +344,6 @@ async fn import_and_read_back(backend: Backend) {
     let latest = fixtures.latest();
     let conflicting = fixtures.conflicting();
 
-    let t0 = std::time::Instant::now();
     // 1. import with the CLI
     let Some((s, first)) = imported_server(backend, &files).await else { return };
     assert!(
@@ -354,7 +353,6 @@ async fn import_and_read_back(backend: Backend) {
     );
     assert!(first.written + first.unchanged <= total_entries, "{first:?} vs {total_entries} entries");
 
-    eprintln!("TIMING {backend:?} 2. re-imp {:?}", t0.elapsed());
     // 2. re-import: nothing new. Files holding a resource whose final content differs (only
     //    with the full fixture set) would rightly write again, so they are left out.
     let clean: Vec<PathBuf> = files
@@ -370,7 +368,6 @@ async fn import_and_read_back(backend: Backend) {
     let again = parse_summary(&stdout).expect("summary");
     assert_eq!((again.files, again.written, again.failed), (clean.len(), 0, 0), "{stdout}");
 
-    eprintln!("TIMING {backend:?} 3. every  {:?}", t0.elapsed());
     // 3. every resource reads back equal to the fixture; versionIds stay "1"
     let mut keys: Vec<Key> = Vec::new();
     let mut seen = HashSet::new();
@@ -385,7 +382,6 @@ async fn import_and_read_back(backend: Backend) {
     let problems = read_back(&s, &latest, &by_read, &by_search, &|k| !conflicting.contains(k)).await;
     report("read back", &problems);
 
-    eprintln!("TIMING {backend:?} 4. counts {:?}", t0.elapsed());
     // 4. counts per type
     for (t, n) in fixtures.counts() {
         let (status, bundle) = s.get(&format!("{t}?_summary=count")).await;
@@ -394,11 +390,9 @@ async fn import_and_read_back(backend: Backend) {
         assert!(bundle.get("entry").is_none_or(|e| e.as_array().is_some_and(Vec::is_empty)), "{t}: no entries");
     }
 
-    eprintln!("TIMING {backend:?} 5. plain {:?}", t0.elapsed());
     // 5. plain .json (a resource and a Bundle), .ndjson and .ndjson.gz from a folder
     small_files(&s).await;
 
-    eprintln!("TIMING {backend:?} 6. broken {:?}", t0.elapsed());
     // 6. broken files are named, the good ones still load
     broken_files(&s, &all, &files).await;
 }

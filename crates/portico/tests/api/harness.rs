@@ -91,7 +91,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let origin = format!("http://{addr}");
         let base = format!("{origin}/fhir");
-        let options = StoreOptions { base_url: base.clone(), max_connections: 8 };
+        let options = StoreOptions { base_url: base.clone(), ..StoreOptions::default() };
         let store = Store::connect(&database_url, options, Arc::new(SystemClock)).await.expect("connect store");
         let mut config = ServerConfig { base_url: base.clone(), ..ServerConfig::default() };
         tweak(&mut config);

@@ -14,7 +14,7 @@ use crate::AppState;
 
 const SUBSETTED: (&str, &str) = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED");
 
-pub fn searchset(state: &AppState, request: &SearchRequest, pairs: &[(String, String)], page: SearchPage) -> Response {
+pub fn searchset(state: &AppState, request: &SearchRequest, pairs: &[(String, String)], page: &SearchPage) -> Response {
     let base = &state.config.base_url;
     let path = format!("{base}/{}", request.resource_type);
     let mut links = vec![("self", url_with(&path, pairs, None))];

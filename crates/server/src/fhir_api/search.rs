@@ -62,5 +62,5 @@ async fn run(
     let handling = if prefer.lenient { Handling::Lenient } else { Handling::Strict };
     let request = search::parse(fhir::Registry::r4(), rtype, &pairs, handling)?;
     let page = state.store.search(&request).await?;
-    Ok(bundles::searchset(state, &request, &pairs, page))
+    Ok(bundles::searchset(state, &request, &pairs, &page))
 }

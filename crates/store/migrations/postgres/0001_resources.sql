@@ -2,7 +2,7 @@
 -- * bodies are jsonb; text columns compared by range use COLLATE "C" (byte order, like SQLite);
 -- * every table that grows with patients carries `patient_id` (the first patient whose
 --   compartment holds the resource, NULL for shared resources), the distribution column for
---   Citus: `SELECT create_distributed_table('resources', 'patient_id')`, etc. (see README).
+--   Citus (see README).
 CREATE TABLE resources (
     rkey BIGSERIAL PRIMARY KEY,
     rtype TEXT NOT NULL,
@@ -12,12 +12,14 @@ CREATE TABLE resources (
     seq BIGINT NOT NULL,
     deleted BIGINT NOT NULL DEFAULT 0,
     content_hash TEXT,
+    hid BIGINT NOT NULL DEFAULT 0,
     patient_id TEXT,
     UNIQUE (rtype, id)
 );
 CREATE INDEX resources_type_lu ON resources (rtype, lu_ms);
 
 CREATE TABLE resource_history (
+    hid BIGSERIAL PRIMARY KEY,
     rkey BIGINT NOT NULL,
     version BIGINT NOT NULL,
     rtype TEXT NOT NULL,
@@ -27,7 +29,7 @@ CREATE TABLE resource_history (
     method TEXT NOT NULL,
     body JSONB,
     patient_id TEXT,
-    PRIMARY KEY (rkey, version)
+    UNIQUE (rkey, version)
 );
 CREATE INDEX history_seq ON resource_history (seq);
 CREATE INDEX history_type_seq ON resource_history (rtype, seq);
@@ -36,32 +38,32 @@ CREATE TABLE commit_seq (one INTEGER PRIMARY KEY CHECK (one = 1), value BIGINT N
 INSERT INTO commit_seq (one, value) VALUES (1, 0);
 
 CREATE TABLE idx_string (rkey BIGINT NOT NULL, p BIGINT NOT NULL, norm TEXT COLLATE "C" NOT NULL, exact TEXT COLLATE "C" NOT NULL, patient_id TEXT);
-CREATE INDEX idx_string_search ON idx_string (p, norm);
+CREATE INDEX idx_string_search ON idx_string (p, norm, rkey);
 CREATE INDEX idx_string_rkey ON idx_string (rkey, p);
 
-CREATE TABLE idx_token (rkey BIGINT NOT NULL, p BIGINT NOT NULL, system TEXT COLLATE "C", code TEXT COLLATE "C", text TEXT COLLATE "C", patient_id TEXT);
-CREATE INDEX idx_token_search ON idx_token (p, code, system);
-CREATE INDEX idx_token_rkey ON idx_token (rkey, p);
+CREATE TABLE idx_token (rkey BIGINT NOT NULL, p BIGINT NOT NULL, code TEXT COLLATE "C" NOT NULL, system TEXT COLLATE "C" NOT NULL, text TEXT COLLATE "C" NOT NULL, patient_id TEXT);
+CREATE INDEX idx_token_search ON idx_token (p, code, system, rkey);
+CREATE INDEX idx_token_rkey ON idx_token (rkey, p, code, system);
 
-CREATE TABLE idx_reference (rkey BIGINT NOT NULL, p BIGINT NOT NULL, ttype TEXT COLLATE "C", tid TEXT COLLATE "C", url TEXT COLLATE "C", patient_id TEXT);
-CREATE INDEX idx_reference_search ON idx_reference (p, tid, ttype);
-CREATE INDEX idx_reference_url ON idx_reference (p, url) WHERE url IS NOT NULL;
-CREATE INDEX idx_reference_rkey ON idx_reference (rkey, p);
+CREATE TABLE idx_reference (rkey BIGINT NOT NULL, p BIGINT NOT NULL, tid TEXT COLLATE "C" NOT NULL, ttype TEXT COLLATE "C" NOT NULL, url TEXT COLLATE "C" NOT NULL, patient_id TEXT);
+CREATE INDEX idx_reference_search ON idx_reference (p, tid, ttype, rkey);
+CREATE INDEX idx_reference_url ON idx_reference (p, url, rkey) WHERE url <> '';
+CREATE INDEX idx_reference_rkey ON idx_reference (rkey, p, tid, ttype);
 
 CREATE TABLE idx_date (rkey BIGINT NOT NULL, p BIGINT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, patient_id TEXT);
-CREATE INDEX idx_date_search ON idx_date (p, lo);
-CREATE INDEX idx_date_rkey ON idx_date (rkey, p);
+CREATE INDEX idx_date_search ON idx_date (p, lo, rkey);
+CREATE INDEX idx_date_rkey ON idx_date (rkey, p, lo, hi);
 
 CREATE TABLE idx_number (rkey BIGINT NOT NULL, p BIGINT NOT NULL, val DOUBLE PRECISION NOT NULL, patient_id TEXT);
-CREATE INDEX idx_number_search ON idx_number (p, val);
-CREATE INDEX idx_number_rkey ON idx_number (rkey, p);
+CREATE INDEX idx_number_search ON idx_number (p, val, rkey);
+CREATE INDEX idx_number_rkey ON idx_number (rkey, p, val);
 
-CREATE TABLE idx_quantity (rkey BIGINT NOT NULL, p BIGINT NOT NULL, val DOUBLE PRECISION NOT NULL, system TEXT COLLATE "C", code TEXT COLLATE "C", unit TEXT COLLATE "C", patient_id TEXT);
-CREATE INDEX idx_quantity_search ON idx_quantity (p, val);
-CREATE INDEX idx_quantity_rkey ON idx_quantity (rkey, p);
+CREATE TABLE idx_quantity (rkey BIGINT NOT NULL, p BIGINT NOT NULL, val DOUBLE PRECISION NOT NULL, code TEXT COLLATE "C" NOT NULL, system TEXT COLLATE "C" NOT NULL, unit TEXT COLLATE "C" NOT NULL, patient_id TEXT);
+CREATE INDEX idx_quantity_search ON idx_quantity (p, val, rkey);
+CREATE INDEX idx_quantity_rkey ON idx_quantity (rkey, p, val);
 
 CREATE TABLE idx_uri (rkey BIGINT NOT NULL, p BIGINT NOT NULL, uri TEXT COLLATE "C" NOT NULL, patient_id TEXT);
-CREATE INDEX idx_uri_search ON idx_uri (p, uri);
+CREATE INDEX idx_uri_search ON idx_uri (p, uri, rkey);
 CREATE INDEX idx_uri_rkey ON idx_uri (rkey, p);
 
 CREATE TABLE compartment (rkey BIGINT NOT NULL, patient_id TEXT NOT NULL, PRIMARY KEY (patient_id, rkey));

@@ -1,5 +1,6 @@
 -- Current state of every resource: one row per (type, id). `rkey` is the surrogate key that
 -- the index tables and history point at; it never changes, so keyset paging stays stable.
+-- `hid` is the history row of the current version, so a read is two primary-key lookups.
 CREATE TABLE resources (
     rkey INTEGER PRIMARY KEY,
     rtype TEXT NOT NULL,
@@ -9,12 +10,14 @@ CREATE TABLE resources (
     seq INTEGER NOT NULL,            -- commit sequence of the current version
     deleted INTEGER NOT NULL DEFAULT 0,
     content_hash TEXT,               -- hash of the resource without meta.versionId/lastUpdated
+    hid INTEGER NOT NULL DEFAULT 0,
     UNIQUE (rtype, id)
 );
 CREATE INDEX resources_type_lu ON resources (rtype, lu_ms);
 
 -- Every version, including the current one, as the exact JSON returned to clients.
 CREATE TABLE resource_history (
+    hid INTEGER PRIMARY KEY,
     rkey INTEGER NOT NULL,
     version INTEGER NOT NULL,
     rtype TEXT NOT NULL,
@@ -23,7 +26,7 @@ CREATE TABLE resource_history (
     lu_ms INTEGER NOT NULL,
     method TEXT NOT NULL,            -- POST, PUT or DELETE
     body TEXT,                       -- NULL for a deletion
-    PRIMARY KEY (rkey, version)
+    UNIQUE (rkey, version)
 );
 CREATE INDEX history_seq ON resource_history (seq);
 CREATE INDEX history_type_seq ON resource_history (rtype, seq);
@@ -33,34 +36,37 @@ CREATE TABLE commit_seq (one INTEGER PRIMARY KEY CHECK (one = 1), value INTEGER 
 INSERT INTO commit_seq (one, value) VALUES (1, 0);
 
 -- Typed search indexes. `p` is a stable 64-bit hash of "ResourceType.code" (see store::param_key).
-CREATE TABLE idx_string (rkey INTEGER NOT NULL, p INTEGER NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL);
+-- Clustered by resource (rkey first) so "does this resource match" checks and deletes on update
+-- are one range scan; the `_search` index serves the term that drives a search and covers rkey.
+-- Absent text values are '' (primary-key columns cannot be NULL).
+CREATE TABLE idx_string (rkey INTEGER NOT NULL, p INTEGER NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL,
+    PRIMARY KEY (rkey, p, norm, exact)) WITHOUT ROWID;
 CREATE INDEX idx_string_search ON idx_string (p, norm);
-CREATE INDEX idx_string_rkey ON idx_string (rkey, p);
 
-CREATE TABLE idx_token (rkey INTEGER NOT NULL, p INTEGER NOT NULL, system TEXT, code TEXT, text TEXT);
+CREATE TABLE idx_token (rkey INTEGER NOT NULL, p INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL, text TEXT NOT NULL,
+    PRIMARY KEY (rkey, p, code, system, text)) WITHOUT ROWID;
 CREATE INDEX idx_token_search ON idx_token (p, code, system);
-CREATE INDEX idx_token_rkey ON idx_token (rkey, p);
 
-CREATE TABLE idx_reference (rkey INTEGER NOT NULL, p INTEGER NOT NULL, ttype TEXT, tid TEXT, url TEXT);
+CREATE TABLE idx_reference (rkey INTEGER NOT NULL, p INTEGER NOT NULL, tid TEXT NOT NULL, ttype TEXT NOT NULL, url TEXT NOT NULL,
+    PRIMARY KEY (rkey, p, tid, ttype, url)) WITHOUT ROWID;
 CREATE INDEX idx_reference_search ON idx_reference (p, tid, ttype);
-CREATE INDEX idx_reference_url ON idx_reference (p, url) WHERE url IS NOT NULL;
-CREATE INDEX idx_reference_rkey ON idx_reference (rkey, p);
+CREATE INDEX idx_reference_url ON idx_reference (p, url) WHERE url <> '';
 
-CREATE TABLE idx_date (rkey INTEGER NOT NULL, p INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
+CREATE TABLE idx_date (rkey INTEGER NOT NULL, p INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+    PRIMARY KEY (rkey, p, lo, hi)) WITHOUT ROWID;
 CREATE INDEX idx_date_search ON idx_date (p, lo);
-CREATE INDEX idx_date_rkey ON idx_date (rkey, p);
 
-CREATE TABLE idx_number (rkey INTEGER NOT NULL, p INTEGER NOT NULL, val REAL NOT NULL);
+CREATE TABLE idx_number (rkey INTEGER NOT NULL, p INTEGER NOT NULL, val REAL NOT NULL,
+    PRIMARY KEY (rkey, p, val)) WITHOUT ROWID;
 CREATE INDEX idx_number_search ON idx_number (p, val);
-CREATE INDEX idx_number_rkey ON idx_number (rkey, p);
 
-CREATE TABLE idx_quantity (rkey INTEGER NOT NULL, p INTEGER NOT NULL, val REAL NOT NULL, system TEXT, code TEXT, unit TEXT);
+CREATE TABLE idx_quantity (rkey INTEGER NOT NULL, p INTEGER NOT NULL, val REAL NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL, unit TEXT NOT NULL,
+    PRIMARY KEY (rkey, p, val, code, system, unit)) WITHOUT ROWID;
 CREATE INDEX idx_quantity_search ON idx_quantity (p, val);
-CREATE INDEX idx_quantity_rkey ON idx_quantity (rkey, p);
 
-CREATE TABLE idx_uri (rkey INTEGER NOT NULL, p INTEGER NOT NULL, uri TEXT NOT NULL);
+CREATE TABLE idx_uri (rkey INTEGER NOT NULL, p INTEGER NOT NULL, uri TEXT NOT NULL,
+    PRIMARY KEY (rkey, p, uri)) WITHOUT ROWID;
 CREATE INDEX idx_uri_search ON idx_uri (p, uri);
-CREATE INDEX idx_uri_rkey ON idx_uri (rkey, p);
 
 -- Patient compartment membership (R4 CompartmentDefinition `patient`).
 CREATE TABLE compartment (rkey INTEGER NOT NULL, patient_id TEXT NOT NULL, PRIMARY KEY (patient_id, rkey)) WITHOUT ROWID;

@@ -1,0 +1,85 @@
+//! An in-process cache of reads and search pages.
+//!
+//! Correctness rests on one number, the write epoch: every entry records the epoch at which its
+//! database read *started*, and is served only while the epoch is unchanged. This process bumps
+//! the epoch after each of its own commits; a background poller bumps it when the database's
+//! commit sequence moves for any other reason (another Portico process, `portico import` into
+//! a live SQLite file). So this process's own writes are visible at once, and writes from other
+//! processes within `POLL_INTERVAL`. Any write invalidates everything, which is crude but
+//! cannot serve stale data; a read-mostly workload is the one that benefits.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::search::SearchPage;
+use crate::StoredResource;
+
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Clone)]
+pub(crate) enum Cached {
+    Read(Option<StoredResource>),
+    Search(Arc<SearchPage>),
+}
+
+impl Cached {
+    fn weight(&self) -> u32 {
+        let bytes = match self {
+            Cached::Read(r) => r.as_ref().map_or(64, |r| r.body.len() + 128),
+            Cached::Search(p) => {
+                p.matches.iter().chain(p.included.iter()).map(|r| r.body.len() + 128).sum::<usize>() + 256
+            }
+        };
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+}
+
+pub(crate) struct Cache {
+    entries: moka::sync::Cache<String, (u64, Cached)>,
+    epoch: AtomicU64,
+    /// The highest commit sequence known to be reflected in the epoch.
+    known_seq: AtomicI64,
+}
+
+impl Cache {
+    pub fn new(max_bytes: u64) -> Cache {
+        Cache {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|k: &String, v: &(u64, Cached)| v.1.weight().saturating_add(k.len() as u32))
+                .build(),
+            epoch: AtomicU64::new(0),
+            known_seq: AtomicI64::new(-1),
+        }
+    }
+
+    /// Call before reading the database; pass the value to `put`.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    pub fn get(&self, key: &str) -> Option<Cached> {
+        let (epoch, value) = self.entries.get(key)?;
+        (epoch == self.epoch()).then_some(value)
+    }
+
+    pub fn put(&self, key: String, read_started_at: u64, value: Cached) {
+        if read_started_at == self.epoch() {
+            self.entries.insert(key, (read_started_at, value));
+        }
+    }
+
+    /// After this process committed `seq`.
+    pub fn committed(&self, seq: i64) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.known_seq.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// The poller saw the database at commit sequence `seq`.
+    pub fn observed(&self, seq: i64) {
+        if seq > self.known_seq.fetch_max(seq, Ordering::AcqRel) {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
