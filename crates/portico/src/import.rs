@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use store::{Store, StoreError};
+use store::{PreparedImport, Store, StoreError};
 
 use crate::run::{open_store, RunError};
 use crate::ImportArgs;
@@ -54,10 +54,10 @@ pub async fn run(args: ImportArgs) -> Result<ImportSummary, RunError> {
     }
 }
 
-/// A parsed file: its resources, or why it could not be read.
+/// A file read, parsed, validated and indexed (or why not).
 struct Parsed {
     path: PathBuf,
-    resources: Result<Vec<Value>, String>,
+    resources: Result<PreparedImport, String>,
 }
 
 pub async fn import_files(
@@ -79,11 +79,13 @@ pub async fn import_files(
         ProgressBar::hidden()
     };
 
-    // Parse on a blocking thread, a few files ahead of the writer.
+    // Read, parse, validate and index on a blocking thread, a few files ahead of the writer,
+    // so the CPU work of the next batch overlaps the database writes of the current one.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(16);
+    let preparer = store.clone();
     let reader = tokio::task::spawn_blocking(move || {
         for path in files {
-            let resources = read_file(&path);
+            let resources = read_file(&path).and_then(|r| preparer.prepare_import(r).map_err(|e| describe(&e)));
             if tx.blocking_send(Parsed { path, resources }).is_err() {
                 break;
             }
@@ -124,12 +126,14 @@ async fn write_batch(
     }
     let files = batch.len() as u64;
     let mut paths = Vec::with_capacity(batch.len());
-    let mut all: Vec<Value> = Vec::new();
+    let mut all = PreparedImport::default();
     for parsed in batch {
         paths.push(parsed.path);
-        all.extend(parsed.resources.unwrap_or_default());
+        if let Ok(prepared) = parsed.resources {
+            all.merge(prepared);
+        }
     }
-    match store.import(all).await {
+    match store.import_prepared(all).await {
         Ok(stats) => {
             summary.written += stats.written;
             summary.unchanged += stats.unchanged;

@@ -22,7 +22,7 @@ pub use db::Dialect;
 pub use error::StoreError;
 pub use read::{HistoryEntry, HistoryPage, HistoryQuery, HistoryScope, ReadOutcome};
 pub use search::{EverythingQuery, SearchPage};
-pub use write::{ImportStats, WriteOutcome, WriteRequest};
+pub use write::{ImportStats, PreparedImport, WriteOutcome, WriteRequest};
 
 use db::Pool;
 

@@ -82,13 +82,55 @@ enum Mode {
     Upsert,
 }
 
-/// A write with its resource checked and its key known.
-struct Prepared {
+/// A write with its resource checked, normalized, hashed and indexed: everything that needs no
+/// database. (For imports this runs on the file-reading thread, overlapping the writes.)
+pub(crate) struct Prepared {
     mode: Mode,
     resource_type: String,
     id: String,
-    doc: Option<Map<String, Value>>,
+    doc: Option<Normalized>,
     if_match: Option<i64>,
+}
+
+pub(crate) struct Normalized {
+    /// `resourceType`, `id`, `meta` (without versionId/lastUpdated) first, then the rest.
+    value: Value,
+    /// Hash of `value`: an import whose hash equals the stored one changes nothing.
+    hash: String,
+    extracted: Extracted,
+}
+
+/// Resources checked and indexed for `Store::import_prepared`, deduplicated by type and id
+/// (the last occurrence wins, as when the same Practitioner appears in several Bundles).
+#[derive(Default)]
+pub struct PreparedImport {
+    items: Vec<Prepared>,
+    positions: HashMap<(String, String), usize>,
+}
+
+impl PreparedImport {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+    /// Add another batch's resources (later ones replace earlier ones with the same key).
+    pub fn merge(&mut self, other: PreparedImport) {
+        for item in other.items {
+            self.push(item);
+        }
+    }
+    fn push(&mut self, item: Prepared) {
+        let key = (item.resource_type.clone(), item.id.clone());
+        match self.positions.get(&key) {
+            Some(&i) => self.items[i] = item,
+            None => {
+                self.positions.insert(key, self.items.len());
+                self.items.push(item);
+            }
+        }
+    }
 }
 
 struct Existing {
@@ -122,22 +164,26 @@ impl Store {
     /// Import resources keeping their ids, in one transaction; duplicates within the batch keep
     /// the last occurrence; unchanged resources are skipped.
     pub async fn import(&self, resources: Vec<Value>) -> Result<ImportStats, StoreError> {
-        let mut seen: HashMap<(String, String), usize> = HashMap::new();
-        let mut requests = Vec::with_capacity(resources.len());
-        for resource in resources {
-            let key = (
-                resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_string(),
-                resource.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
-            );
-            match seen.get(&key) {
-                Some(&i) => requests[i] = WriteRequest::Upsert { resource },
-                None => {
-                    seen.insert(key, requests.len());
-                    requests.push(WriteRequest::Upsert { resource });
-                }
-            }
+        let prepared = self.prepare_import(resources)?;
+        self.import_prepared(prepared).await
+    }
+
+    /// The CPU part of an import (validation, normalization, hashing, index extraction); no
+    /// database access, so it can run on another thread while an earlier batch is written.
+    pub fn prepare_import(&self, resources: Vec<Value>) -> Result<PreparedImport, StoreError> {
+        let mut batch = PreparedImport::default();
+        for (i, resource) in resources.into_iter().enumerate() {
+            batch.push(self.prepare(WriteRequest::Upsert { resource }).map_err(|e| in_entry(i, e))?);
         }
-        let outcomes = self.write(requests).await?;
+        Ok(batch)
+    }
+
+    /// Write a prepared import in one transaction.
+    pub async fn import_prepared(&self, batch: PreparedImport) -> Result<ImportStats, StoreError> {
+        let mut tx = self.pool.begin_write().await?;
+        let (outcomes, seq) = self.apply_prepared(&mut tx, batch.items).await?;
+        tx.commit().await?;
+        self.committed(seq);
         let unchanged = outcomes.iter().filter(|o| o.unchanged).count();
         Ok(ImportStats { written: outcomes.len() - unchanged, unchanged })
     }
@@ -157,6 +203,17 @@ impl Store {
             .enumerate()
             .map(|(i, r)| self.prepare(r).map_err(|e| in_entry(i, e)))
             .collect::<Result<Vec<_>, _>>()?;
+        self.apply_prepared(tx, prepared).await
+    }
+
+    async fn apply_prepared(
+        &self,
+        tx: &mut Tx,
+        prepared: Vec<Prepared>,
+    ) -> Result<(Vec<WriteOutcome>, Option<i64>), StoreError> {
+        if prepared.is_empty() {
+            return Ok((Vec::new(), None));
+        }
         let mut keys = HashMap::new();
         for (i, p) in prepared.iter().enumerate() {
             if keys.insert((p.resource_type.as_str(), p.id.as_str()), i).is_some() {
@@ -196,7 +253,8 @@ impl Store {
             WriteRequest::CreateWithId { id, resource } => {
                 let doc = self.checked(resource)?;
                 let resource_type = type_of(&doc);
-                Ok(Prepared { mode: Mode::Create, resource_type, id, doc: Some(doc), if_match: None })
+                let doc = Some(self.normalize(doc, &id)?);
+                Ok(Prepared { mode: Mode::Create, resource_type, id, doc, if_match: None })
             }
             WriteRequest::Update { resource_type, id, resource, if_match } => {
                 let doc = self.checked(resource)?;
@@ -218,7 +276,8 @@ impl Store {
                     }
                 }
                 valid_id(&id)?;
-                Ok(Prepared { mode: Mode::Update, resource_type, id, doc: Some(doc), if_match })
+                let doc = Some(self.normalize(doc, &id)?);
+                Ok(Prepared { mode: Mode::Update, resource_type, id, doc, if_match })
             }
             WriteRequest::Delete { resource_type, id } => {
                 Ok(Prepared { mode: Mode::Delete, resource_type, id, doc: None, if_match: None })
@@ -230,9 +289,17 @@ impl Store {
                     None => return Err(StoreError::BadRequest("imported resources need an id".into())),
                 };
                 valid_id(&id)?;
-                Ok(Prepared { mode: Mode::Upsert, resource_type: type_of(&doc), id, doc: Some(doc), if_match: None })
+                let resource_type = type_of(&doc);
+                let doc = Some(self.normalize(doc, &id)?);
+                Ok(Prepared { mode: Mode::Upsert, resource_type, id, doc, if_match: None })
             }
         }
+    }
+
+    fn normalize(&self, doc: Map<String, Value>, id: &str) -> Result<Normalized, StoreError> {
+        let (value, hash) = normalized_doc(doc, id)?;
+        let extracted = fhir::extract(self.registry, &value);
+        Ok(Normalized { value, hash, extracted })
     }
 
     /// Structural validation against the R4 schema, then unwrap the object.
@@ -312,8 +379,9 @@ impl Store {
             }
             _ => {}
         }
-        let doc = p.doc.unwrap_or_default();
-        let (value, body, hash) = finalize_body(doc, &p.id, next_version, now_ms)?;
+        let Some(Normalized { value, hash, extracted }) = p.doc else {
+            return Err(StoreError::BadRequest("a write without a resource".into()));
+        };
         if p.mode == Mode::Upsert {
             if let Some(current) = live {
                 if current.hash.as_deref() == Some(hash.as_str()) {
@@ -330,7 +398,7 @@ impl Store {
                 }
             }
         }
-        let extracted = fhir::extract(self.registry, &value);
+        let body = stamp(value, next_version, now_ms)?;
         outcome.body = Some(body);
         let method = if p.mode == Mode::Create { "POST" } else { "PUT" };
         Ok(Ready { outcome, method, hash: Some(hash), extracted, existing_rkey: existing.map(|e| e.rkey) })
@@ -516,14 +584,9 @@ async fn load_existing(
     Ok(found)
 }
 
-/// Set id and meta, and put `resourceType`, `id`, `meta` first. Returns the body and the hash of
-/// the content without `meta.versionId`/`meta.lastUpdated` (to detect unchanged re-imports).
-fn finalize_body(
-    mut doc: Map<String, Value>,
-    id: &str,
-    version: i64,
-    lu_ms: i64,
-) -> Result<(Value, String, String), StoreError> {
+/// Set id, drop `meta.versionId`/`meta.lastUpdated`, and put `resourceType`, `id`, `meta` first.
+/// Returns that document and its hash (the content a re-import is compared by).
+fn normalized_doc(mut doc: Map<String, Value>, id: &str) -> Result<(Value, String), StoreError> {
     // shift_remove keeps the order of the remaining members (remove() would swap them).
     let resource_type = doc.shift_remove("resourceType").unwrap_or(Value::Null);
     doc.shift_remove("id");
@@ -543,16 +606,19 @@ fn finalize_body(
     let mut hasher = Sha256::new();
     hasher.update(serde_json::to_vec(&ordered).map_err(|e| StoreError::BadRequest(e.to_string()))?);
     let hash = hex::encode(&hasher.finalize()[..16]);
+    Ok((Value::Object(ordered), hash))
+}
 
-    if let Some(Value::Object(meta)) = ordered.get_mut("meta") {
+/// The stored body: the normalized document with `meta.versionId` and `meta.lastUpdated` first.
+fn stamp(mut value: Value, version: i64, lu_ms: i64) -> Result<String, StoreError> {
+    if let Some(Value::Object(meta)) = value.get_mut("meta") {
         let mut with_version = Map::with_capacity(meta.len() + 2);
         with_version.insert("versionId".into(), Value::String(version.to_string()));
         with_version.insert("lastUpdated".into(), Value::String(instant_text(lu_ms)));
         with_version.extend(std::mem::take(meta));
         *meta = with_version;
     }
-    let body = serde_json::to_string(&ordered).map_err(|e| StoreError::BadRequest(e.to_string()))?;
-    Ok((Value::Object(ordered), body, hash))
+    serde_json::to_string(&value).map_err(|e| StoreError::BadRequest(e.to_string()))
 }
 
 /// Index text columns hold '' for "absent" (they are primary-key columns on SQLite).
@@ -660,12 +726,13 @@ mod tests {
             r#"{"gender":"male","meta":{"tag":[{"code":"x"}],"versionId":"9"},"resourceType":"Patient","id":"old","active":true,"birthDate":"1970"}"#,
         )
         .unwrap();
-        let (_, body, hash) = finalize_body(doc.clone(), "p1", 3, 0).unwrap();
+        let (value, hash) = normalized_doc(doc.clone(), "p1").unwrap();
+        let body = stamp(value, 3, 0).unwrap();
         assert_eq!(
             body,
             r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"3","lastUpdated":"1970-01-01T00:00:00.000Z","tag":[{"code":"x"}]},"gender":"male","active":true,"birthDate":"1970"}"#
         );
-        let (_, _, hash2) = finalize_body(doc, "p1", 4, 1000).unwrap();
+        let (_, hash2) = normalized_doc(doc, "p1").unwrap();
         assert_eq!(hash, hash2);
     }
 
@@ -673,7 +740,8 @@ mod tests {
     fn decimals_keep_their_precision() {
         let doc: Map<String, Value> =
             serde_json::from_str(r#"{"resourceType":"Observation","valueQuantity":{"value":1.50}}"#).unwrap();
-        let (_, body, _) = finalize_body(doc, "o", 1, 0).unwrap();
+        let (value, _) = normalized_doc(doc, "o").unwrap();
+        let body = stamp(value, 1, 0).unwrap();
         assert!(body.contains(r#""value":1.50"#), "{body}");
     }
 }

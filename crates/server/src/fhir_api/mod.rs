@@ -35,6 +35,13 @@ pub fn routes() -> Router<AppState> {
         .route("/{rtype}/{id}/{op}", get(instance::operation))
         .route("/{rtype}/{id}/_history/{vid}", get(instance::vread))
         .fallback(|| async { ApiError::not_found("no such FHIR endpoint") })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "not-supported",
+                format!("{method} is not supported on this FHIR endpoint"),
+            )
+        })
 }
 
 /// 404 for names that are not R4 resource types.
