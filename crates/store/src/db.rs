@@ -214,8 +214,7 @@ impl Pool {
         // share the OS page cache, so a small private cache keeps resident memory low.
         let options_write = options.clone().pragma("cache_size", "-16000");
         let options = options.pragma("cache_size", "-4000");
-        let write =
-            SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options.clone()).await?;
+        let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options_write).await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let read =
             SqlitePoolOptions::new().max_connections(max_connections).connect_with(options.read_only(true)).await?;

@@ -10,6 +10,7 @@ mod cache;
 pub mod clock;
 mod db;
 mod error;
+mod indexes;
 mod read;
 mod search;
 mod write;
@@ -70,6 +71,11 @@ impl Store {
     /// (`sqlite://path` or a plain path).
     pub async fn connect(url: &str, options: StoreOptions, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
         let pool = Pool::connect(url, options.max_connections).await?;
+        {
+            let mut tx = pool.begin_write().await?;
+            indexes::ensure(&mut tx.conn()).await?;
+            tx.commit().await?;
+        }
         let cache = (options.cache_bytes > 0).then(|| Arc::new(cache::Cache::new(options.cache_bytes)));
         if let Some(cache) = &cache {
             spawn_commit_poller(pool.clone(), Arc::downgrade(cache));
@@ -91,6 +97,43 @@ impl Store {
         let sql = db::Sql { dialect: self.dialect(), text: "SELECT CAST(1 AS BIGINT)".into(), params: vec![] };
         lease.conn().fetch(&sql, &[db::Col::Int]).await?;
         Ok(())
+    }
+
+    /// Prepare for loading many resources. When the database holds no resources yet, the
+    /// search indexes are dropped (and `end_bulk_load` builds them in one pass); on SQLite the
+    /// writer also gets a large page cache and rare WAL checkpoints for the duration.
+    /// Returns whether indexes were dropped.
+    pub async fn begin_bulk_load(&self) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_write().await?;
+        let run = |text: &str| db::Sql { dialect: self.dialect(), text: text.into(), params: vec![] };
+        let empty =
+            tx.conn().fetch(&run("SELECT COUNT(*) FROM (SELECT 1 FROM resources LIMIT 1) t"), &[db::Col::Int]).await?;
+        let empty = empty.first().is_none_or(|r| db::RowExt::int(r, 0) == 0);
+        if empty {
+            indexes::drop_all(&mut tx.conn()).await?;
+        }
+        tx.commit().await?;
+        if self.dialect() == Dialect::Sqlite {
+            // Connection settings of the single writer connection, outside any transaction.
+            let mut tx = self.pool.begin_write().await?;
+            tx.conn().execute(&run("PRAGMA cache_size = -262144")).await?;
+            tx.commit().await?;
+        }
+        Ok(empty)
+    }
+
+    /// Rebuild what `begin_bulk_load` set aside, refresh statistics, restore settings.
+    pub async fn end_bulk_load(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_write().await?;
+        indexes::ensure(&mut tx.conn()).await?;
+        tx.commit().await?;
+        if self.dialect() == Dialect::Sqlite {
+            let mut tx = self.pool.begin_write().await?;
+            let run = |text: &str| db::Sql { dialect: self.dialect(), text: text.into(), params: vec![] };
+            tx.conn().execute(&run("PRAGMA cache_size = -16000")).await?;
+            tx.commit().await?;
+        }
+        self.analyze().await
     }
 
     /// Refresh planner statistics (after a bulk import).

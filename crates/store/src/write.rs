@@ -570,15 +570,27 @@ async fn load_existing(
     prepared: &[Prepared],
 ) -> Result<HashMap<(String, String), Existing>, StoreError> {
     let mut found = HashMap::new();
-    let ids: Vec<&str> = prepared.iter().filter(|p| p.mode != Mode::Create).map(|p| p.id.as_str()).collect();
-    for chunk in ids.chunks(CHUNK_ROWS) {
-        let mut sql = Sql::new(conn.dialect());
-        sql.push("SELECT rkey, rtype, id, version, deleted, content_hash FROM resources WHERE id IN ")
-            .bind_list(chunk.iter().copied());
-        for mut row in conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await? {
-            let existing =
-                Existing { rkey: row.int(0), version: row.int(3), deleted: row.int(4) != 0, hash: row.take_text(5) };
-            found.insert((row.take_text(1).unwrap_or_default(), row.take_text(2).unwrap_or_default()), existing);
+    // Grouped by type so each lookup uses the (rtype, id) unique index.
+    let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
+    for p in prepared.iter().filter(|p| p.mode != Mode::Create) {
+        by_type.entry(p.resource_type.as_str()).or_default().push(p.id.as_str());
+    }
+    for (resource_type, ids) in by_type {
+        for chunk in ids.chunks(CHUNK_ROWS) {
+            let mut sql = Sql::new(conn.dialect());
+            sql.push("SELECT rkey, rtype, id, version, deleted, content_hash FROM resources WHERE rtype = ")
+                .bind(resource_type)
+                .push(" AND id IN ")
+                .bind_list(chunk.iter().copied());
+            for mut row in conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await? {
+                let existing = Existing {
+                    rkey: row.int(0),
+                    version: row.int(3),
+                    deleted: row.int(4) != 0,
+                    hash: row.take_text(5),
+                };
+                found.insert((row.take_text(1).unwrap_or_default(), row.take_text(2).unwrap_or_default()), existing);
+            }
         }
     }
     Ok(found)

@@ -35,38 +35,32 @@ CREATE INDEX history_type_seq ON resource_history (rtype, seq);
 CREATE TABLE commit_seq (one INTEGER PRIMARY KEY CHECK (one = 1), value INTEGER NOT NULL);
 INSERT INTO commit_seq (one, value) VALUES (1, 0);
 
+-- Typed search indexes (their secondary `_search` indexes are created by the store at start,
+-- see store::indexes, so a bulk load into an empty database can build them after loading).
 -- Typed search indexes. `p` is a stable 64-bit hash of "ResourceType.code" (see store::param_key).
 -- Clustered by resource (rkey first) so "does this resource match" checks and deletes on update
 -- are one range scan; the `_search` index serves the term that drives a search and covers rkey.
 -- Absent text values are '' (primary-key columns cannot be NULL).
 CREATE TABLE idx_string (rkey INTEGER NOT NULL, p INTEGER NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL,
     PRIMARY KEY (rkey, p, norm, exact)) WITHOUT ROWID;
-CREATE INDEX idx_string_search ON idx_string (p, norm);
 
 CREATE TABLE idx_token (rkey INTEGER NOT NULL, p INTEGER NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL, text TEXT NOT NULL,
     PRIMARY KEY (rkey, p, code, system, text)) WITHOUT ROWID;
-CREATE INDEX idx_token_search ON idx_token (p, code, system);
 
 CREATE TABLE idx_reference (rkey INTEGER NOT NULL, p INTEGER NOT NULL, tid TEXT NOT NULL, ttype TEXT NOT NULL, url TEXT NOT NULL,
     PRIMARY KEY (rkey, p, tid, ttype, url)) WITHOUT ROWID;
-CREATE INDEX idx_reference_search ON idx_reference (p, tid, ttype);
-CREATE INDEX idx_reference_url ON idx_reference (p, url) WHERE url <> '';
 
 CREATE TABLE idx_date (rkey INTEGER NOT NULL, p INTEGER NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
     PRIMARY KEY (rkey, p, lo, hi)) WITHOUT ROWID;
-CREATE INDEX idx_date_search ON idx_date (p, lo);
 
 CREATE TABLE idx_number (rkey INTEGER NOT NULL, p INTEGER NOT NULL, val REAL NOT NULL,
     PRIMARY KEY (rkey, p, val)) WITHOUT ROWID;
-CREATE INDEX idx_number_search ON idx_number (p, val);
 
 CREATE TABLE idx_quantity (rkey INTEGER NOT NULL, p INTEGER NOT NULL, val REAL NOT NULL, code TEXT NOT NULL, system TEXT NOT NULL, unit TEXT NOT NULL,
     PRIMARY KEY (rkey, p, val, code, system, unit)) WITHOUT ROWID;
-CREATE INDEX idx_quantity_search ON idx_quantity (p, val);
 
 CREATE TABLE idx_uri (rkey INTEGER NOT NULL, p INTEGER NOT NULL, uri TEXT NOT NULL,
     PRIMARY KEY (rkey, p, uri)) WITHOUT ROWID;
-CREATE INDEX idx_uri_search ON idx_uri (p, uri);
 
 -- Patient compartment membership (R4 CompartmentDefinition `patient`).
 CREATE TABLE compartment (rkey INTEGER NOT NULL, patient_id TEXT NOT NULL, PRIMARY KEY (patient_id, rkey)) WITHOUT ROWID;

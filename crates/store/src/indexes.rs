@@ -1,0 +1,49 @@
+//! The secondary indexes that serve the driving term of a search.
+//!
+//! They are created by code, not by the migrations, so a bulk load into an empty database can
+//! drop them, load, and build them afterwards in one sorted pass (much faster than maintaining
+//! them row by row). `ensure` runs at every start, so a load that was interrupted leaves a
+//! database that is correct (searches never depend on an index for their results) and gets its
+//! indexes back on the next start.
+
+use crate::db::{Conn, Dialect, Sql};
+use crate::StoreError;
+
+/// (name, table and columns). Columns are the same on both backends; PostgreSQL adds `rkey`
+/// so the index covers the lookup (SQLite's WITHOUT ROWID index entries carry it already).
+const SEARCH_INDEXES: &[(&str, &str, &str)] = &[
+    ("idx_string_search", "idx_string", "p, norm"),
+    ("idx_token_search", "idx_token", "p, code, system"),
+    ("idx_reference_search", "idx_reference", "p, tid, ttype"),
+    ("idx_date_search", "idx_date", "p, lo"),
+    ("idx_number_search", "idx_number", "p, val"),
+    ("idx_quantity_search", "idx_quantity", "p, val"),
+    ("idx_uri_search", "idx_uri", "p, uri"),
+];
+
+fn create_statements(dialect: Dialect) -> Vec<String> {
+    let rkey = if dialect == Dialect::Postgres { ", rkey" } else { "" };
+    let mut statements: Vec<String> = SEARCH_INDEXES
+        .iter()
+        .map(|(name, table, columns)| format!("CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns}{rkey})"))
+        .collect();
+    statements
+        .push(format!("CREATE INDEX IF NOT EXISTS idx_reference_url ON idx_reference (p, url{rkey}) WHERE url <> ''"));
+    statements
+}
+
+pub(crate) async fn ensure(conn: &mut Conn<'_>) -> Result<(), StoreError> {
+    for statement in create_statements(conn.dialect()) {
+        conn.execute(&Sql { dialect: conn.dialect(), text: statement, params: vec![] }).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn drop_all(conn: &mut Conn<'_>) -> Result<(), StoreError> {
+    let names = SEARCH_INDEXES.iter().map(|(name, _, _)| *name).chain(std::iter::once("idx_reference_url"));
+    for name in names {
+        conn.execute(&Sql { dialect: conn.dialect(), text: format!("DROP INDEX IF EXISTS {name}"), params: vec![] })
+            .await?;
+    }
+    Ok(())
+}
