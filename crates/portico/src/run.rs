@@ -19,8 +19,9 @@ pub enum RunError {
     Import(String),
 }
 
-pub async fn open_store(database_url: &str, base_url: &str) -> Result<Store, RunError> {
-    let options = StoreOptions { base_url: base_url.to_string(), ..StoreOptions::default() };
+pub async fn open_store(database_url: &str, base_url: &str, cache_mb: u64) -> Result<Store, RunError> {
+    let options =
+        StoreOptions { base_url: base_url.to_string(), cache_bytes: cache_mb << 20, ..StoreOptions::default() };
     Ok(Store::connect(database_url, options, Arc::new(SystemClock)).await?)
 }
 
@@ -30,7 +31,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), RunError> {
         .map_err(|source| RunError::Listen { addr: args.listen.clone(), source })?;
     let local = listener.local_addr().map_err(RunError::Serve)?;
     let base_url = args.base_url.clone().unwrap_or_else(|| format!("http://{local}/fhir"));
-    let store = open_store(&args.db.database_url, &base_url).await?;
+    let store = open_store(&args.db.database_url, &base_url, args.cache_mb).await?;
     tracing::info!(%base_url, database = %redact(&args.db.database_url), "Portico is serving");
     serve_on(listener, store, &args, base_url).await
 }
@@ -57,7 +58,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
     let local = listener.local_addr().map_err(RunError::Serve)?;
     let origin = format!("http://{local}");
     let base_url = serve_args.base_url.clone().unwrap_or_else(|| format!("{origin}/fhir"));
-    let store = open_store(&serve_args.db.database_url, &base_url).await?;
+    let store = open_store(&serve_args.db.database_url, &base_url, serve_args.cache_mb).await?;
 
     let data = demo::generate(&demo::DemoConfig { seed: args.seed, patients: args.patients });
     let mut resources = Vec::new();
