@@ -31,6 +31,8 @@ pub struct SearchPage {
     pub included: Vec<StoredResource>,
     pub total: Option<i64>,
     pub next_cursor: Option<String>,
+    /// `_revinclude` found more than `MAX_INCLUDED` resources; the rest were left out.
+    pub include_truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +124,7 @@ impl Store {
         };
 
         let mut included = Vec::new();
+        let mut include_truncated = false;
         if !matches.is_empty() {
             let mut seen: HashSet<(String, String)> =
                 matches.iter().map(|m| (m.resource_type.clone(), m.id.clone())).collect();
@@ -129,10 +132,12 @@ impl Store {
                 included.extend(self.include(conn, &rkeys, include, &mut seen).await?);
             }
             for include in &request.revincludes {
-                included.extend(self.revinclude(conn, &matches, include, &mut seen).await?);
+                let (found, truncated) = self.revinclude(conn, &matches, include, &mut seen).await?;
+                included.extend(found);
+                include_truncated |= truncated;
             }
         }
-        Ok(SearchPage { matches, included, total, next_cursor })
+        Ok(SearchPage { matches, included, total, next_cursor, include_truncated })
     }
 
     /// Ids matching a search, for conditional create/update/delete inside a transaction.
@@ -188,11 +193,12 @@ impl Store {
         matches: &[StoredResource],
         include: &Include,
         seen: &mut HashSet<(String, String)>,
-    ) -> Result<Vec<StoredResource>, StoreError> {
+    ) -> Result<(Vec<StoredResource>, bool), StoreError> {
         let params = reference_params(self.registry, &include.source_type, include.param.as_deref());
         if params.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
+        let mut truncated = false;
         let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
         for m in matches {
             if include.target_type.as_deref().is_none_or(|t| t == m.resource_type) {
@@ -217,6 +223,7 @@ impl Store {
                 .push(") ORDER BY r.rkey LIMIT ")
                 .bind(MAX_INCLUDED);
             let rows = conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await?;
+            truncated |= rows.len() as i64 >= MAX_INCLUDED;
             for row in rows {
                 let r = stored_from_row(row);
                 if seen.insert((r.resource_type.clone(), r.id.clone())) {
@@ -224,7 +231,7 @@ impl Store {
                 }
             }
         }
-        Ok(found)
+        Ok((found, truncated))
     }
 
     async fn fetch_by_ids(
@@ -309,7 +316,7 @@ impl Store {
             }
             included = self.fetch_by_ids(&mut conn, by_type).await?;
         }
-        Ok(SearchPage { matches, included, total: None, next_cursor })
+        Ok(SearchPage { matches, included, total: None, next_cursor, include_truncated: false })
     }
 }
 

@@ -200,13 +200,18 @@ pub fn synthea_dir() -> Option<PathBuf> {
 
 /// Sorted fixture bundle paths; `PORTICO_FULL_FIXTURES=1` takes all, otherwise the first `n`.
 pub fn synthea_files(dir: &std::path::Path, n: usize) -> Vec<PathBuf> {
+    synthea_files_unless(dir, n, "PORTICO_FULL_FIXTURES")
+}
+
+/// Sorted fixture bundle paths: all of them when `full_var` is set to 1, otherwise the first `n`.
+pub fn synthea_files_unless(dir: &std::path::Path, n: usize, full_var: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("read fixtures")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "gz"))
         .collect();
     files.sort();
-    if !required("PORTICO_FULL_FIXTURES") {
+    if !required(full_var) {
         files.truncate(n);
     }
     files

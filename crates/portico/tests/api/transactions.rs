@@ -5,7 +5,12 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::harness::{Backend, TestServer};
 
-both_backends!(transaction_rewrites_urn_references, transaction_is_atomic, batch_entries_are_independent);
+both_backends!(
+    transaction_rewrites_urn_references,
+    transaction_is_atomic,
+    batch_entries_are_independent,
+    revinclude_cap_is_reported
+);
 
 fn tx(entries: Vec<Value>) -> Value {
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
@@ -98,4 +103,26 @@ async fn batch_entries_are_independent(backend: Backend) {
     // a document Bundle cannot be posted as a transaction
     let (status, _, _) = s.post("", &json!({"resourceType": "Bundle", "type": "document"})).await;
     assert_eq!(status, 400);
+}
+
+/// `_revinclude` adds at most 1000 resources to a page and says so when it stops there.
+async fn revinclude_cap_is_reported(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else { return };
+    let mut entries = vec![json!({"fullUrl": "urn:uuid:00000000-0000-0000-0000-000000000001",
+        "resource": {"resourceType": "Patient", "name": [{"family": "Many"}]}, "request": {"method": "POST", "url": "Patient"}})];
+    for i in 0..1001 {
+        entries.push(json!({"resource": {"resourceType": "Observation", "status": "final", "code": {"text": format!("n{i}")},
+            "subject": {"reference": "urn:uuid:00000000-0000-0000-0000-000000000001"}}, "request": {"method": "POST", "url": "Observation"}}));
+    }
+    let (status, _, response) = s.post("", &tx(entries)).await;
+    assert_eq!(status, 200);
+    let patient = response["entry"][0]["resource"]["id"].as_str().unwrap().to_string();
+    let (_, bundle) = s.get(&format!("Patient?_id={patient}&_revinclude=Observation:patient")).await;
+    let entries = bundle["entry"].as_array().unwrap();
+    assert_eq!(entries.iter().filter(|e| e["search"]["mode"] == "include").count(), 1000);
+    let outcome = entries.iter().find(|e| e["search"]["mode"] == "outcome").expect("a warning says the list was cut");
+    assert_eq!(outcome["resource"]["issue"][0]["code"], "too-costly");
+    // below the cap there is no warning
+    let (_, small) = s.get(&format!("Observation?patient={patient}&_count=3&_include=Observation:patient")).await;
+    assert!(small["entry"].as_array().unwrap().iter().all(|e| e["search"]["mode"] != "outcome"));
 }

@@ -30,11 +30,21 @@ pub fn searchset(state: &AppState, request: &SearchRequest, pairs: &[(String, St
         let body = shaped(inc, request);
         bundle.entry(Some(&full_url(base, inc)), Some(&body), &[("search", json!({"mode": "include"}))]);
     }
+    let mut warnings = Vec::new();
     if !request.ignored.is_empty() {
-        let outcome = fhir::outcome::operation_outcome(&[fhir::outcome::Issue::warning(
+        warnings.push(fhir::outcome::Issue::warning(
             "not-supported",
             format!("ignored unknown or unsupported parameters: {}", request.ignored.join(", ")),
-        )]);
+        ));
+    }
+    if page.include_truncated {
+        warnings.push(fhir::outcome::Issue::warning(
+            "too-costly",
+            "_revinclude matched more resources than one page carries; use a smaller _count or search them directly",
+        ));
+    }
+    if !warnings.is_empty() {
+        let outcome = fhir::outcome::operation_outcome(&warnings);
         bundle.entry(None, Some(&outcome.to_string()), &[("search", json!({"mode": "outcome"}))]);
     }
     fhir_json(StatusCode::OK, bundle.finish())
