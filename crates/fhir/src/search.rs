@@ -11,6 +11,9 @@ use crate::registry::{ParamType, Registry};
 
 pub const DEFAULT_COUNT: usize = 50;
 pub const MAX_COUNT: usize = 1000;
+/// The most values (across all parameters, comma lists included) one search may carry; keeps
+/// every search within the databases' limits on bound parameters.
+pub const MAX_VALUES: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
@@ -225,6 +228,9 @@ pub fn parse(
         ignored: Vec::new(),
     };
     for (name, value) in pairs {
+        if name.chars().chain(value.chars()).any(|c| c < ' ' && !matches!(c, '\t' | '\n' | '\r')) {
+            return err(format!("search parameter '{}' contains control characters", name.escape_debug()));
+        }
         if RESULT_PARAMS.contains(&name.as_str()) {
             parse_result_param(registry, resource_type, name, value, &mut request)?;
             continue;
@@ -236,6 +242,10 @@ pub fn parse(
             }
             Err(e) => return Err(e.error),
         }
+    }
+    let values: usize = request.terms.iter().map(|t| t.values.len().max(1)).sum();
+    if values > MAX_VALUES {
+        return err(format!("this search has {values} values; at most {MAX_VALUES} are accepted"));
     }
     Ok(request)
 }
@@ -625,6 +635,18 @@ mod tests {
         assert!(parse_q("Patient", "gender:missing=maybe").is_err());
         assert!(parse_q("Observation", "subject:Patient=123").is_ok());
         assert!(parse_q("Observation", "subject:Patient=Group/1").is_err());
+    }
+
+    #[test]
+    fn too_many_values_is_an_error() {
+        let many = (0..1001).map(|i| format!("id{i}")).collect::<Vec<_>>().join(",");
+        let e = parse_q("Patient", &format!("_id={many}")).unwrap_err();
+        assert!(e.message.contains("at most 1000"));
+        assert!(parse_q(
+            "Patient",
+            &format!("_id={}", (0..1000).map(|i| format!("i{i}")).collect::<Vec<_>>().join(","))
+        )
+        .is_ok());
     }
 
     #[test]

@@ -75,7 +75,8 @@ impl Store {
     ) -> Result<SearchPage, StoreError> {
         let now_ms = epoch_ms(self.clock.now());
         let filters = Filters { store: self, request, now_ms };
-        if request.summary == Some(Summary::Count) {
+        // `_count=0` asks for the total only, like `_summary=count`.
+        if request.summary == Some(Summary::Count) || request.count == 0 {
             let total = filters.count(conn).await?;
             return Ok(SearchPage { total: Some(total), ..SearchPage::default() });
         }

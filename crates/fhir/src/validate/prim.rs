@@ -168,6 +168,7 @@ fn bad_lexical(prim: Prim, s: &str) -> String {
     let shown: String = s.chars().take(MAX_SHOWN).collect();
     let ellipsis = if shown.len() < s.len() { "..." } else { "" };
     let why = match prim {
+        _ if has_control(s.as_bytes()) => "must not contain control characters (other than tab, CR, LF)",
         Prim::String => "must not be empty",
         Prim::Xhtml => "must not be empty",
         Prim::Uri => "must not contain whitespace",
@@ -185,9 +186,17 @@ fn bad_lexical(prim: Prim, s: &str) -> String {
     format!("{:?}{ellipsis} is not a valid {}: {why}", shown, prim.name())
 }
 
+/// FHIR strings SHALL NOT contain code points below U+0020 other than tab, CR and LF.
+fn has_control(b: &[u8]) -> bool {
+    b.iter().any(|&c| c < 0x20 && !matches!(c, b'\t' | b'\n' | b'\r'))
+}
+
 /// Lexical check of a string-valued primitive.
 pub(crate) fn check_str(prim: Prim, s: &str) -> bool {
     let b = s.as_bytes();
+    if has_control(b) {
+        return false;
+    }
     match prim {
         Prim::String | Prim::Xhtml => !b.is_empty(),
         Prim::Uri => !b.iter().any(|&c| is_ws(c)),
@@ -472,6 +481,9 @@ mod tests {
         assert!(!check_str(Prim::Uri, "http://x/ y"));
         assert!(check_str(Prim::String, " x "));
         assert!(!check_str(Prim::String, ""));
+        assert!(!check_str(Prim::String, "a\u{0}b"));
+        assert!(!check_str(Prim::Code, "a\u{1}"));
+        assert!(check_str(Prim::String, "line\nnext\ttab"));
         assert!(check_str(Prim::Oid, "urn:oid:1.2.840.10008"));
         for bad in ["urn:oid:1", "urn:oid:3.1", "urn:oid:1.02", "1.2.3"] {
             assert!(!check_str(Prim::Oid, bad), "{bad}");

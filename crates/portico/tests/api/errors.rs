@@ -45,6 +45,13 @@ async fn bad_requests_get_operation_outcomes(backend: Backend) {
     )
     .await;
     expect_outcome(post("Unicorn", r#"{"resourceType":"Unicorn"}"#).await.unwrap(), 404, "Unicorn").await;
+    // control characters are not allowed in FHIR strings (and PostgreSQL's jsonb refuses NUL)
+    expect_outcome(
+        post("Patient", r#"{"resourceType":"Patient","name":[{"text":"a\u0000b"}]}"#).await.unwrap(),
+        400,
+        "Patient.name",
+    )
+    .await;
     expect_outcome(s.client.get(s.url("Unicorn/1")).send().await.unwrap(), 404, "Unicorn").await;
     // id mismatch and missing id on update
     expect_outcome(
@@ -170,6 +177,19 @@ async fn search_errors(backend: Backend) {
     let outcome = bundle["entry"].as_array().unwrap().iter().find(|e| e["search"]["mode"] == "outcome").unwrap();
     assert!(outcome["resource"]["issue"][0]["diagnostics"].as_str().unwrap().contains("foo"));
     assert_eq!(s.send(Method::GET, "Patient/x/$nothing", None).await.0, 404);
+    // control characters never reach the database
+    expect_outcome(s.client.get(s.url("Patient?name=a%00b")).send().await.unwrap(), 400, "control characters").await;
+    for path in ["Patient/a%00b", "Patient/a%00b/_history/1", "Patient/a%00b/_history", "Patient/a%00b/$everything"] {
+        expect_outcome(s.client.get(s.url(path)).send().await.unwrap(), 404, "not a valid FHIR id").await;
+    }
+    expect_outcome(s.client.delete(s.url("Patient/a%00b")).send().await.unwrap(), 404, "not a valid FHIR id").await;
+    // _count=0 counts rather than claiming there is nothing
+    for i in 0..3 {
+        s.post("Patient", &json!({"resourceType": "Patient", "name": [{"family": format!("Count{i}")}]})).await;
+    }
+    let (status, counted) = s.get("Patient?_count=0").await;
+    assert_eq!((status, counted["total"].clone()), (200, json!(3)));
+    assert!(counted.get("entry").is_none());
 }
 
 async fn metadata_and_health(backend: Backend) {

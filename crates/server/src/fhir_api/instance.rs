@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use store::{ReadOutcome, StoreError};
 
-use super::{bundles, known_type};
+use super::{bundles, known_type, possible_id};
 use crate::error::ApiError;
 use crate::response;
 use crate::AppState;
@@ -19,6 +19,7 @@ pub async fn read_or_type_history(
     if id == "_history" {
         return bundles::history(&state, store::HistoryScope::Type(rtype), query.as_deref()).await;
     }
+    possible_id(&rtype, &id)?;
     let outcome = state.store.read(&rtype, &id).await?;
     found(outcome, &rtype, &id)
 }
@@ -28,6 +29,7 @@ pub async fn vread(
     Path((rtype, id, vid)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    possible_id(&rtype, &id)?;
     let version: i64 =
         vid.parse().map_err(|_| ApiError::not_found(format!("'{vid}' is not a version of {rtype}/{id}")))?;
     let outcome = state.store.vread(&rtype, &id, version).await?;
@@ -40,6 +42,7 @@ pub async fn operation(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    possible_id(&rtype, &id)?;
     match (rtype.as_str(), op.as_str()) {
         (_, "_history") => bundles::history(&state, store::HistoryScope::Instance(rtype, id), query.as_deref()).await,
         ("Patient", "$everything") => bundles::everything(&state, &id, query.as_deref()).await,

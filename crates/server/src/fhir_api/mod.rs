@@ -44,6 +44,15 @@ pub fn routes() -> Router<AppState> {
         })
 }
 
+/// 404 for ids that cannot exist (FHIR ids are 1-64 of `A-Za-z0-9-.`), before they reach SQL.
+fn possible_id(resource_type: &str, id: &str) -> Result<(), ApiError> {
+    if fhir::search::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("{resource_type}/{} is not known (not a valid FHIR id)", id.escape_debug())))
+    }
+}
+
 /// 404 for names that are not R4 resource types.
 fn known_type(state: &AppState, resource_type: &str) -> Result<(), ApiError> {
     let _ = state;

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use store::{EntryResult, RestWrite, RestWriteKind};
 
-use super::known_type;
+use super::{known_type, possible_id};
 use crate::error::ApiError;
 use crate::request::{if_match, FhirBody, Prefer};
 use crate::response;
@@ -88,6 +88,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    possible_id(&rtype, &id)?;
     delete_url(&state, format!("{rtype}/{id}"), &headers).await
 }
 
