@@ -8,5 +8,6 @@ mod crud;
 mod durability;
 mod errors;
 mod fixtures;
+mod hostile;
 mod search_oracle;
 mod transactions;
