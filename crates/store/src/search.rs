@@ -103,7 +103,7 @@ impl Store {
         }
         sql.push("r.rkey ASC LIMIT ").bind(limit + 1);
 
-        let mut cols = vec![Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text];
+        let mut cols = STORED_COLS.to_vec();
         cols.extend(sort.iter().map(|s| s.col));
         let mut rows = if limit == 0 { Vec::new() } else { conn.fetch(&sql, &cols).await? };
         let mut next_cursor = None;
@@ -209,11 +209,8 @@ impl Store {
         let mut found = Vec::new();
         for (target_type, ids) in by_type {
             let mut sql = Sql::new(conn.dialect());
-            let body = sql.body_text("h.body");
-            sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ")
-                .push(&body)
-                .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid")
-                .push(" WHERE r.deleted = 0 AND r.rtype = ")
+            select_live(&mut sql);
+            sql.push(" AND r.rtype = ")
                 .bind(include.source_type.as_str())
                 .push(" AND r.rkey IN (SELECT x.rkey FROM idx_reference x WHERE x.p IN ")
                 .bind_list(params.iter().copied())
@@ -223,7 +220,7 @@ impl Store {
                 .bind_list(ids)
                 .push(") ORDER BY r.rkey LIMIT ")
                 .bind(MAX_INCLUDED);
-            let rows = conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await?;
+            let rows = conn.fetch(&sql, &STORED_COLS).await?;
             truncated |= rows.len() as i64 >= MAX_INCLUDED;
             for row in rows {
                 let r = stored_from_row(row);
@@ -244,15 +241,12 @@ impl Store {
         for (resource_type, ids) in by_type {
             for chunk in ids.chunks(500) {
                 let mut sql = Sql::new(conn.dialect());
-                let body = sql.body_text("h.body");
-                sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ")
-                    .push(&body)
-                    .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid")
-                    .push(" WHERE r.deleted = 0 AND r.rtype = ")
+                select_live(&mut sql);
+                sql.push(" AND r.rtype = ")
                     .bind(resource_type.as_str())
                     .push(" AND r.id IN ")
                     .bind_list(chunk.iter().map(String::as_str));
-                let rows = conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await?;
+                let rows = conn.fetch(&sql, &STORED_COLS).await?;
                 found.extend(rows.into_iter().map(stored_from_row));
             }
         }
@@ -270,11 +264,8 @@ impl Store {
         };
         let limit = query.count.max(1) as i64;
         let mut sql = Sql::new(conn.dialect());
-        let body = sql.body_text("h.body");
-        sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ")
-            .push(&body)
-            .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid")
-            .push(" WHERE r.deleted = 0 AND r.rkey IN (SELECT c.rkey FROM compartment c WHERE c.patient_id = ")
+        select_live(&mut sql);
+        sql.push(" AND r.rkey IN (SELECT c.rkey FROM compartment c WHERE c.patient_id = ")
             .bind(query.patient_id.as_str())
             .push(") AND r.rkey > ")
             .bind(after);
@@ -285,7 +276,7 @@ impl Store {
             sql.push(" AND r.lu_ms >= ").bind(since);
         }
         sql.push(" ORDER BY r.rkey LIMIT ").bind(limit + 1);
-        let mut rows = conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await?;
+        let mut rows = conn.fetch(&sql, &STORED_COLS).await?;
         let mut next_cursor = None;
         if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
@@ -319,6 +310,18 @@ impl Store {
         }
         Ok(SearchPage { matches, included, total: None, next_cursor, include_truncated: false })
     }
+}
+
+/// Columns of a stored resource row, in the order `stored_from_row` reads them.
+const STORED_COLS: [Col; 6] = [Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text];
+
+/// `SELECT <stored columns> FROM resources r JOIN resource_history h … WHERE r.deleted = 0`;
+/// callers append ` AND …`.
+fn select_live(sql: &mut Sql) {
+    let body = sql.body_text("h.body");
+    sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ")
+        .push(&body)
+        .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.deleted = 0");
 }
 
 fn stored_from_row(mut row: Vec<SqlValue>) -> StoredResource {
