@@ -5,6 +5,7 @@
 //! index tables, so searches are SQL over those tables. Every write transaction takes the next
 //! value of a commit sequence, which orders history and will drive sync cursors.
 
+pub mod auth;
 mod bundle;
 mod cache;
 pub mod clock;
