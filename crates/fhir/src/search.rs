@@ -175,7 +175,8 @@ pub enum Summary {
 pub enum TotalMode {
     None,
     Accurate,
-    /// The default: the total is reported when it is known without an extra query or is cheap.
+    /// The default: the total is reported when it is known without counting (all matches fit
+    /// in the first page).
     Estimate,
 }
 

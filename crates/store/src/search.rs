@@ -116,11 +116,13 @@ impl Store {
         let rkeys: Vec<i64> = rows.iter().map(|r| r.int(0)).collect();
         let matches: Vec<StoredResource> = rows.into_iter().map(stored_from_row).collect();
 
+        // A count costs a second pass over every match, so by default the total is given only
+        // when it is known for free (everything fit in the first page); `_total=accurate` asks
+        // for it always.
         let total = match request.total {
             TotalMode::None => None,
             _ if cursor.is_none() && next_cursor.is_none() => Some(matches.len() as i64),
             TotalMode::Accurate => Some(filters.count(conn).await?),
-            TotalMode::Estimate if cursor.is_none() => Some(filters.count(conn).await?),
             TotalMode::Estimate => None,
         };
 
