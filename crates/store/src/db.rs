@@ -209,11 +209,11 @@ impl Pool {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(false)
             .pragma("temp_store", "memory")
-            .statement_cache_capacity(256);
+            .statement_cache_capacity(64);
         // Page cache per connection (KiB): the one writer gets more for bulk imports; readers
         // share the OS page cache, so a small private cache keeps resident memory low.
         let options_write = options.clone().pragma("cache_size", "-16000");
-        let options = options.pragma("cache_size", "-4000");
+        let options = options.pragma("cache_size", "-2000");
         let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options_write).await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;
         let read =

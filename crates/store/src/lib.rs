@@ -41,7 +41,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { base_url: "http://localhost:8080/fhir".into(), max_connections: 8, cache_bytes: 32 << 20 }
+        StoreOptions { base_url: "http://localhost:8080/fhir".into(), max_connections: 8, cache_bytes: 16 << 20 }
     }
 }
 
