@@ -21,7 +21,7 @@ pub enum BundleKind {
 }
 
 /// The outcome of one entry, in the order of the request's entries.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct EntryResult {
     /// e.g. `201 Created`
     pub status: String,
@@ -184,7 +184,7 @@ impl Store {
         self.committed(seq);
 
         // 3. results, then GETs (after the writes, as the specification orders them)
-        let mut results: Vec<Option<EntryResult>> = vec![None; total];
+        let mut results: Vec<Option<EntryResult>> = (0..total).map(|_| None).collect();
         for ((index, slot), (_, plan)) in request_of.iter().zip(plans.iter()) {
             let result = match (slot, plan) {
                 (Some(s), Plan::Write { resource: None, .. }) => {
@@ -477,42 +477,6 @@ impl EntryResult {
         let mut r = EntryResult::status("");
         r.error = Some(error);
         r
-    }
-}
-
-impl Clone for StoreError {
-    fn clone(&self) -> Self {
-        // Only client-facing variants travel inside batch results; database errors are
-        // propagated before they get here.
-        match self {
-            StoreError::NotFound { resource_type, id } => {
-                StoreError::NotFound { resource_type: resource_type.clone(), id: id.clone() }
-            }
-            StoreError::Gone { resource_type, id, version, last_updated_ms } => StoreError::Gone {
-                resource_type: resource_type.clone(),
-                id: id.clone(),
-                version: *version,
-                last_updated_ms: *last_updated_ms,
-            },
-            StoreError::VersionConflict { resource_type, id, expected, actual } => StoreError::VersionConflict {
-                resource_type: resource_type.clone(),
-                id: id.clone(),
-                expected: *expected,
-                actual: *actual,
-            },
-            StoreError::PreconditionFailed(m) => StoreError::PreconditionFailed(m.clone()),
-            StoreError::Invalid(issues) => StoreError::Invalid(issues.clone()),
-            StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-            StoreError::Search(e) => StoreError::Search(e.clone()),
-            StoreError::InBundle { index, source } => StoreError::InBundle { index: *index, source: source.clone() },
-            other => StoreError::BadRequest(other.to_string()),
-        }
-    }
-}
-
-impl PartialEq for StoreError {
-    fn eq(&self, other: &Self) -> bool {
-        self.to_string() == other.to_string()
     }
 }
 
