@@ -4,9 +4,9 @@
 
 use crate::scope::{ClinicalScope, Context, Interaction, QueryFilter, QueryParam, Scope, ScopeResource};
 
-const OBSERVATION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
-const CONDITION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/condition-category";
-const US_CORE_CONDITION_CATEGORY: &str = "http://hl7.org/fhir/us/core/CodeSystem/condition-category";
+pub(crate) const OBSERVATION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
+pub(crate) const CONDITION_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/condition-category";
+pub(crate) const US_CORE_CONDITION_CATEGORY: &str = "http://hl7.org/fhir/us/core/CodeSystem/condition-category";
 
 /// (resource type, what a person calls those records).
 const FRIENDLY_NAMES: &[(&str, &str)] = &[
@@ -44,7 +44,7 @@ const FRIENDLY_NAMES: &[(&str, &str)] = &[
 ];
 
 /// (resource type, code system, code, name) for the `category` of a granular scope.
-const CATEGORY_NAMES: &[(&str, &str, &str, &str)] = &[
+pub(crate) const CATEGORY_NAMES: &[(&str, &str, &str, &str)] = &[
     ("Observation", OBSERVATION_CATEGORY, "laboratory", "laboratory results"),
     ("Observation", OBSERVATION_CATEGORY, "vital-signs", "vital signs"),
     ("Observation", OBSERVATION_CATEGORY, "social-history", "social history (such as smoking and alcohol use)"),

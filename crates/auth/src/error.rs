@@ -26,6 +26,16 @@ pub enum AuthError {
     WrongIssuer,
     #[error("token is meant for another audience")]
     WrongAudience,
+    #[error("token is not a well-formed signed JWT")]
+    MalformedToken,
+    #[error("token was signed by a key this server does not know")]
+    UnknownSigningKey,
+    #[error("token signature does not verify")]
+    BadSignature,
+    #[error("{0}")]
+    Key(String),
+    #[error("{0}")]
+    Assertion(String),
 }
 
 impl AuthError {
@@ -45,7 +55,12 @@ impl AuthError {
             AuthError::TokenExpired
             | AuthError::TokenNotYetValid
             | AuthError::WrongIssuer
-            | AuthError::WrongAudience => "invalid_token",
+            | AuthError::WrongAudience
+            | AuthError::MalformedToken
+            | AuthError::UnknownSigningKey
+            | AuthError::BadSignature => "invalid_token",
+            AuthError::Assertion(_) => "invalid_client",
+            AuthError::Key(_) => "server_error",
         }
     }
 }

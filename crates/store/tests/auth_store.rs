@@ -188,6 +188,7 @@ fn public_client(id: &str) -> NewClient {
         policy_uri: None,
         tos_uri: Some("https://app.example/tos".into()),
         registration_source: RegistrationSource::Cli,
+        ehr_launcher: false,
     }
 }
 

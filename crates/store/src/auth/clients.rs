@@ -96,6 +96,8 @@ pub struct NewClient {
     pub policy_uri: Option<String>,
     pub tos_uri: Option<String>,
     pub registration_source: RegistrationSource,
+    /// May create EHR launch contexts through the API (it is the EHR side of an EHR launch).
+    pub ehr_launcher: bool,
 }
 
 /// A registered client.
@@ -116,6 +118,7 @@ pub struct Client {
     /// Epoch seconds.
     pub created_at: i64,
     pub registration_source: RegistrationSource,
+    pub ehr_launcher: bool,
 }
 
 impl Client {
@@ -152,6 +155,7 @@ impl fmt::Debug for NewClient {
             .field("redirect_uris", &self.redirect_uris)
             .field("allowed_scopes", &self.allowed_scopes.to_string())
             .field("registration_source", &self.registration_source)
+            .field("ehr_launcher", &self.ehr_launcher)
             .finish_non_exhaustive()
     }
 }
@@ -170,13 +174,14 @@ impl fmt::Debug for Client {
             .field("allowed_scopes", &self.allowed_scopes.to_string())
             .field("created_at", &self.created_at)
             .field("registration_source", &self.registration_source)
+            .field("ehr_launcher", &self.ehr_launcher)
             .finish_non_exhaustive()
     }
 }
 
 const CLIENT_COLS: &str = "client_id, name, owner_type, client_type, secret_hash, jwks, jwks_uri, redirect_uris, \
-     allowed_scopes, logo_uri, policy_uri, tos_uri, created_at, registration_source";
-const CLIENT_KINDS: [Col; 14] = [
+     allowed_scopes, logo_uri, policy_uri, tos_uri, created_at, registration_source, ehr_launcher";
+const CLIENT_KINDS: [Col; 15] = [
     Col::Text,
     Col::Text,
     Col::Text,
@@ -191,6 +196,7 @@ const CLIENT_KINDS: [Col; 14] = [
     Col::Text,
     Col::Int,
     Col::Text,
+    Col::Int,
 ];
 
 fn decode_client(mut row: Vec<SqlValue>) -> Result<Client> {
@@ -212,6 +218,7 @@ fn decode_client(mut row: Vec<SqlValue>) -> Result<Client> {
         tos_uri: take_text(&mut row, 11),
         created_at: opt_int(&row, 12).unwrap_or(0),
         registration_source: parse_stored(&required_text(&mut row, 13, "registration_source")?, "registration_source")?,
+        ehr_launcher: opt_int(&row, 14).unwrap_or(0) != 0,
     })
 }
 
@@ -281,6 +288,8 @@ impl Store {
             .bind(created_at)
             .push(", ")
             .bind(new.registration_source.as_str())
+            .push(", ")
+            .bind(i64::from(new.ehr_launcher))
             .push(")");
         let mut tx = self.pool.begin_write().await?;
         tx.conn()
@@ -303,6 +312,7 @@ impl Store {
             tos_uri: new.tos_uri,
             created_at,
             registration_source: new.registration_source,
+            ehr_launcher: new.ehr_launcher,
         })
     }
 

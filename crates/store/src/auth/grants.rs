@@ -34,6 +34,10 @@ pub struct NewGrant {
     /// `online_access`: the sign-in session the grant lives with (see
     /// [`Store::revoke_session_grants`]).
     pub session_id: Option<String>,
+    /// SMART launch context: whether the app should show a patient banner.
+    pub need_patient_banner: Option<bool>,
+    /// SMART launch context: the EHR's style sheet for the app.
+    pub smart_style_url: Option<String>,
 }
 
 impl NewGrant {
@@ -49,6 +53,8 @@ impl NewGrant {
             lifetime_seconds: None,
             parent_grant_id: None,
             session_id: None,
+            need_patient_banner: None,
+            smart_style_url: None,
         }
     }
 }
@@ -71,6 +77,8 @@ pub struct Grant {
     pub parent_grant_id: Option<GrantId>,
     pub last_used_at: Option<i64>,
     pub session_id: Option<String>,
+    pub need_patient_banner: Option<bool>,
+    pub smart_style_url: Option<String>,
 }
 
 impl Grant {
@@ -82,8 +90,9 @@ impl Grant {
 }
 
 const GRANT_COLS: &str = "grant_id, user_id, client_id, scopes, patient_id, encounter_id, fhir_context, withheld, \
-     created_at, expires_at, revoked_at, revoked_by, parent_grant_id, last_used_at, session_id";
-const GRANT_KINDS: [Col; 15] = [
+     created_at, expires_at, revoked_at, revoked_by, parent_grant_id, last_used_at, session_id, need_patient_banner, \
+     smart_style_url";
+const GRANT_KINDS: [Col; 17] = [
     Col::Text,
     Col::Text,
     Col::Text,
@@ -96,6 +105,8 @@ const GRANT_KINDS: [Col; 15] = [
     Col::Int,
     Col::Int,
     Col::Text,
+    Col::Text,
+    Col::Int,
     Col::Text,
     Col::Int,
     Col::Text,
@@ -118,6 +129,8 @@ fn decode_grant(mut row: Vec<SqlValue>) -> Result<Grant> {
         parent_grant_id: parse_opt(take_text(&mut row, 12), "parent_grant_id")?,
         last_used_at: opt_int(&row, 13),
         session_id: take_text(&mut row, 14),
+        need_patient_banner: opt_int(&row, 15).map(|v| v != 0),
+        smart_style_url: take_text(&mut row, 16),
     })
 }
 
@@ -188,6 +201,20 @@ pub(super) async fn revoke_tree(conn: &mut Conn<'_>, roots: &[String], now: i64,
     Ok(revoked)
 }
 
+/// Revoke, inside a transaction, the live grants tied to a sign-in session.
+pub(super) async fn revoke_sessions_in(
+    conn: &mut Conn<'_>,
+    session_id: &str,
+    now: i64,
+    by: &str,
+) -> Result<Vec<GrantId>> {
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("SELECT grant_id FROM grants WHERE session_id = ").bind(session_id).push(" AND revoked_at IS NULL");
+    let roots: Vec<String> =
+        conn.fetch(&sql, &[Col::Text]).await?.into_iter().filter_map(|mut r| take_text(&mut r, 0)).collect();
+    revoke_tree(conn, &roots, now, by).await
+}
+
 impl Store {
     /// Record a grant. The client (and user, when given) must exist; a patient-role user can only
     /// grant access to a patient they may act for. See [`NewGrant::parent_grant_id`] for what a
@@ -210,6 +237,8 @@ impl Store {
             parent_grant_id: new.parent_grant_id,
             last_used_at: None,
             session_id: new.session_id,
+            need_patient_banner: new.need_patient_banner,
+            smart_style_url: new.smart_style_url,
         };
         let mut tx = self.pool.begin_write().await?;
         {
@@ -290,6 +319,10 @@ impl Store {
                 .bind(grant.parent_grant_id.as_ref().map(GrantId::as_str))
                 .push(", NULL, ")
                 .bind(grant.session_id.clone())
+                .push(", ");
+            bind_opt_int(&mut sql, grant.need_patient_banner.map(i64::from))
+                .push(", ")
+                .bind(grant.smart_style_url.clone())
                 .push(")");
             conn.execute(&sql).await?;
         }
@@ -354,16 +387,7 @@ impl Store {
     pub async fn revoke_session_grants(&self, session_id: &str, by: &str) -> Result<Vec<GrantId>> {
         let now = self.now_secs();
         let mut tx = self.pool.begin_write().await?;
-        let revoked = {
-            let mut conn = tx.conn();
-            let mut sql = Sql::new(conn.dialect());
-            sql.push("SELECT grant_id FROM grants WHERE session_id = ")
-                .bind(session_id)
-                .push(" AND revoked_at IS NULL");
-            let roots: Vec<String> =
-                conn.fetch(&sql, &[Col::Text]).await?.into_iter().filter_map(|mut r| take_text(&mut r, 0)).collect();
-            revoke_tree(&mut conn, &roots, now, by).await?
-        };
+        let revoked = revoke_sessions_in(&mut tx.conn(), session_id, now, by).await?;
         tx.commit().await?;
         Ok(revoked)
     }

@@ -22,6 +22,7 @@ mod grants;
 mod jti;
 mod keys;
 mod launch;
+mod sessions;
 mod users;
 
 use std::str::FromStr;
@@ -37,6 +38,7 @@ pub use codes::{CodeRedemption, NewCode, REVOKED_BY_CODE_REUSE, REVOKED_BY_REFRE
 pub use grants::{Grant, NewGrant};
 pub use keys::{KeyAlg, NewSigningKey, SigningKey};
 pub use launch::{LaunchContext, NewLaunch};
+pub use sessions::{NewPendingAuthorization, PendingAuthorization, RefreshTokenInfo, WebSession};
 pub use users::{LockoutPolicy, LoginFailure, NewUser, Role, User};
 
 /// PostgreSQL channel that receives one notification per revoked grant (payload: the grant id).
@@ -234,7 +236,14 @@ impl Store {
         let mut deleted = 0;
         {
             let mut conn = tx.conn();
-            for table in ["auth_codes", "refresh_tokens", "launch_contexts", "client_assertion_jtis"] {
+            for table in [
+                "auth_codes",
+                "refresh_tokens",
+                "launch_contexts",
+                "client_assertion_jtis",
+                "web_sessions",
+                "authorize_requests",
+            ] {
                 let mut sql = Sql::new(conn.dialect());
                 sql.push("DELETE FROM ").push(table).push(" WHERE expires_at <= ").bind(now);
                 deleted += execute(&mut conn, &sql).await?;

@@ -1,0 +1,42 @@
+//! The token endpoint, one module per grant type (RFC 6749 §4.1.3, §6, §4.4).
+
+pub mod authorization_code;
+pub mod client_credentials;
+pub mod refresh_token;
+
+use crate::client_auth::{AuthenticatedClient, ClientCredentials};
+use crate::error::{ErrorCode, OAuthError};
+use crate::tokens::TokenResponse;
+use crate::AuthServer;
+
+/// A token request's form, as parsed by the HTTP layer (each parameter at most once).
+#[derive(Debug, Default, Clone)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
+    pub refresh_token: Option<String>,
+    pub scope: Option<String>,
+    pub credentials: ClientCredentials,
+}
+
+impl AuthServer {
+    /// Handle a token request: authenticate the client, then the grant type's own rules.
+    pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, OAuthError> {
+        let grant_type =
+            request.grant_type.as_deref().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+        if !matches!(grant_type, "authorization_code" | "refresh_token" | "client_credentials") {
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                format!("grant_type {grant_type:?} is not supported (authorization_code, refresh_token, client_credentials)"),
+            ));
+        }
+        let client: AuthenticatedClient = self.authenticate_client(&request.credentials).await?;
+        match grant_type {
+            "authorization_code" => self.exchange_code(&client, &request).await,
+            "refresh_token" => self.refresh(&client, &request).await,
+            _ => self.client_credentials(&client, &request).await,
+        }
+    }
+}

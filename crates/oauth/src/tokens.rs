@@ -1,0 +1,170 @@
+//! Issuing tokens for a grant: the signed access token, the refresh token, the OpenID Connect ID
+//! token, and the token response with SMART's launch context.
+
+use auth::jwt::IdTokenClaims;
+use auth::password::random_token;
+use auth::{AccessClaims, Scope, ScopeSet, TokenKind};
+use serde::Serialize;
+use store::auth::{token_hash, Grant};
+
+use crate::error::OAuthError;
+use crate::AuthServer;
+
+/// The token endpoint's JSON answer (RFC 6749 §5.1 plus SMART's context fields).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<String>,
+    #[serde(rename = "fhirContext", skip_serializing_if = "Option::is_none")]
+    pub fhir_context: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub need_patient_banner: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smart_style_url: Option<String>,
+}
+
+/// What to add besides the access token.
+pub(crate) struct Extras<'a> {
+    /// A fresh refresh token to return (already stored).
+    pub refresh_token: Option<String>,
+    /// Issue an ID token (code exchange with `openid` granted), with this nonce.
+    pub id_token: Option<Option<&'a str>>,
+    /// Scopes of this access token when narrower than the grant's (refresh with `scope`).
+    pub scopes: Option<&'a ScopeSet>,
+    /// A backend-services token (shorter lifetime, no launch context).
+    pub backend: bool,
+}
+
+impl AuthServer {
+    /// A new random refresh token for `grant`, stored as its hash.
+    pub(crate) async fn new_refresh_token(&self, grant: &Grant) -> Result<String, OAuthError> {
+        let token = random_token(32);
+        self.inner
+            .store
+            .create_refresh_token(&token_hash(&token), &grant.grant_id, self.config().offline_access_seconds)
+            .await?;
+        Ok(token)
+    }
+
+    /// Does this grant get refresh tokens (`offline_access` or `online_access`, and a person)?
+    pub(crate) fn grant_refreshes(grant: &Grant) -> bool {
+        grant.user_id.is_some() && (grant.scopes.offline() || grant.scopes.online())
+    }
+
+    pub(crate) async fn token_response(&self, grant: &Grant, extras: Extras<'_>) -> Result<TokenResponse, OAuthError> {
+        let now = self.now();
+        let config = self.config();
+        let ttl = if extras.backend { config.backend_token_seconds } else { config.access_token_seconds };
+        let mut exp = now + ttl.max(1);
+        if let Some(grant_end) = grant.expires_at {
+            exp = exp.min(grant_end);
+        }
+        if exp <= now {
+            return Err(OAuthError::invalid_grant("the authorization has expired"));
+        }
+        let scopes = extras.scopes.unwrap_or(&grant.scopes);
+        let fhir_user = if scopes.contains(&Scope::FhirUser) { self.fhir_user_of(grant).await? } else { None };
+        let claims = AccessClaims {
+            iss: config.issuer().to_owned(),
+            sub: grant.user_id.as_ref().map_or_else(|| grant.client_id.to_string(), |u| u.to_string()),
+            aud: config.fhir_base_url.clone(),
+            exp,
+            iat: now,
+            jti: uuid_like(),
+            grant: grant.grant_id.clone(),
+            client_id: grant.client_id.clone(),
+            scope: scopes.to_string(),
+            patient: grant.patient_id.clone(),
+            fhir_user: fhir_user.clone(),
+            kind: TokenKind::Access,
+        };
+        let keys = self.inner.keys.current(&self.inner.store).await;
+        let access_token = keys.access_token.sign(&claims).map_err(OAuthError::internal)?;
+
+        let id_token = match extras.id_token {
+            Some(nonce) if scopes.contains(&Scope::OpenId) && grant.user_id.is_some() => {
+                Some(self.id_token(grant, scopes, fhir_user.as_deref(), nonce, now).await?)
+            }
+            _ => None,
+        };
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: exp - now,
+            scope: scopes.to_string(),
+            refresh_token: extras.refresh_token,
+            id_token,
+            patient: if extras.backend { None } else { grant.patient_id.as_ref().map(|p| p.to_string()) },
+            encounter: grant.encounter_id.clone(),
+            fhir_context: grant.fhir_context.clone(),
+            need_patient_banner: if grant.patient_id.is_some() {
+                Some(grant.need_patient_banner.unwrap_or(true))
+            } else {
+                grant.need_patient_banner
+            },
+            smart_style_url: grant.smart_style_url.clone(),
+        })
+    }
+
+    /// The signed-in user's FHIR resource (`Patient/123`), if they have one.
+    async fn fhir_user_of(&self, grant: &Grant) -> Result<Option<String>, OAuthError> {
+        let Some(user_id) = &grant.user_id else { return Ok(None) };
+        Ok(self.inner.store.user(user_id).await?.and_then(|u| u.fhir_user))
+    }
+
+    async fn id_token(
+        &self,
+        grant: &Grant,
+        scopes: &ScopeSet,
+        fhir_user: Option<&str>,
+        nonce: Option<&str>,
+        now: i64,
+    ) -> Result<String, OAuthError> {
+        let config = self.config();
+        let user = match &grant.user_id {
+            Some(id) => self.inner.store.user(id).await?,
+            None => None,
+        };
+        let Some(user) = user else { return Err(OAuthError::internal("grant user is missing")) };
+        let profile = scopes.contains(&Scope::Profile);
+        let name = if profile { self.display_name(user.fhir_user.as_deref()).await } else { None };
+        let claims = IdTokenClaims {
+            iss: config.issuer().to_owned(),
+            sub: user.user_id.to_string(),
+            aud: grant.client_id.to_string(),
+            exp: now + config.id_token_seconds.max(60),
+            iat: now,
+            auth_time: grant.created_at,
+            nonce: nonce.map(str::to_owned),
+            fhir_user: fhir_user.map(|r| format!("{}/{r}", config.fhir_base_url)),
+            name,
+            preferred_username: profile.then(|| user.username.clone()),
+        };
+        let keys = self.inner.keys.current(&self.inner.store).await;
+        keys.id_token.sign(&claims).map_err(OAuthError::internal)
+    }
+
+    /// A person's name from their FHIR resource (`Patient/…` or `Practitioner/…`), for the ID token
+    /// and the pages.
+    pub async fn display_name(&self, fhir_user: Option<&str>) -> Option<String> {
+        let (rtype, id) = fhir_user?.split_once('/')?;
+        let store::ReadOutcome::Found(resource) = self.inner.store.read(rtype, id).await.ok()? else { return None };
+        let value: serde_json::Value = serde_json::from_str(&resource.body).ok()?;
+        crate::patients::human_name(&value)
+    }
+}
+
+/// A unique token id (`jti`): 128 random bits.
+fn uuid_like() -> String {
+    random_token(16)
+}
