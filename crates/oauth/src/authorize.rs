@@ -396,13 +396,32 @@ impl AuthServer {
             }
         }
         let scopes = ScopeSet::parse(&request.scope).0;
-        let step = if user.is_none() {
-            Step::SignIn
-        } else if scopes.needs_patient_context() && pending.patient_id.is_none() {
-            Step::PickPatient
-        } else {
-            Step::Consent
+        let mut pending = pending;
+        let step = match &user {
+            None => Step::SignIn,
+            Some(u) if scopes.needs_patient_context() && pending.patient_id.is_none() => {
+                // Someone who can act for exactly one patient is not asked to choose.
+                match self.patients_for(u).await?.as_slice() {
+                    [only] if self.inner.store.set_pending_patient(request_id, only).await? => {
+                        pending.patient_id = Some(only.clone());
+                        Step::Consent
+                    }
+                    _ => Step::PickPatient,
+                }
+            }
+            Some(_) => Step::Consent,
         };
+        // An EHR launch names the patient up front: the person must be allowed to act for them.
+        if let (Some(u), Some(p)) = (&user, &pending.patient_id) {
+            if u.role != store::auth::Role::Admin && !self.patients_for(u).await?.contains(p) {
+                return Err(page(
+                    403,
+                    "You cannot share these records",
+                    "The record this app was opened for belongs to someone you are not allowed to act for. \
+                     Nothing was shared.",
+                ));
+            }
+        }
         Ok(Flow {
             request_id: pending.request_id.clone(),
             csrf: pending.csrf.clone(),

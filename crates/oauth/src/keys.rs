@@ -25,8 +25,6 @@ pub(crate) struct KeyRing {
     /// Signs access tokens.
     pub access_token: SigningKeyPair,
     pub verify: VerifyingKeys,
-    /// `{"keys": [...]}` as published.
-    pub jwks: serde_json::Value,
     pub loaded_at: Instant,
 }
 
@@ -72,13 +70,7 @@ pub(crate) async fn load(store: &Store, access_es256: bool) -> Result<KeyRing, O
     let published = store.signing_keys().await?;
     let jwks_list: Vec<serde_json::Value> = published.iter().map(|k| k.public_jwk.clone()).collect();
     let verify = VerifyingKeys::from_jwks(jwks_list.iter());
-    Ok(KeyRing {
-        id_token,
-        access_token,
-        verify,
-        jwks: serde_json::json!({ "keys": jwks_list }),
-        loaded_at: Instant::now(),
-    })
+    Ok(KeyRing { id_token, access_token, verify, loaded_at: Instant::now() })
 }
 
 /// The keys, reloaded when stale.

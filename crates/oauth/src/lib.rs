@@ -120,9 +120,10 @@ impl AuthServer {
         self.inner.store.clock().now().unix_timestamp()
     }
 
-    /// The published JWK Set.
-    pub async fn jwks(&self) -> serde_json::Value {
-        self.inner.keys.current(&self.inner.store).await.jwks.clone()
+    /// The published JWK Set, read fresh (a retired key leaves it when its window closes).
+    pub async fn jwks(&self) -> Result<serde_json::Value, OAuthError> {
+        let keys = self.inner.store.signing_keys().await?;
+        Ok(serde_json::json!({ "keys": keys.into_iter().map(|k| k.public_jwk).collect::<Vec<_>>() }))
     }
 
     /// Add a new signing key of `alg`, retire the previous one (still published until the tokens

@@ -146,7 +146,7 @@ impl AuthServer {
             return Err(metadata_error("system/ scopes are only for backend services using private_key_jwt"));
         }
         let person_facing = scopes.clinical().any(|c| c.context != Context::System) || scopes.contains(&Scope::OpenId);
-        if person_facing && spec.redirect_uris.is_empty() {
+        if person_facing && spec.redirect_uris.is_empty() && !spec.ehr_launcher {
             return Err(OAuthError::new(
                 ErrorCode::InvalidRedirectUri,
                 "redirect_uris are required for apps people sign in to",

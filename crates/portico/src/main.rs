@@ -1,5 +1,7 @@
 //! `portico`: serve the FHIR server, import data, or run the demo.
 
+mod admin;
+mod demo_accounts;
 mod import;
 mod run;
 
@@ -28,6 +30,18 @@ enum Command {
     Import(ImportArgs),
     /// Generate sample patients with Portico's own generator, load them, and serve.
     Demo(DemoArgs),
+    /// Register and list apps (OAuth clients).
+    #[command(subcommand)]
+    Client(admin::ClientCommand),
+    /// Create sign-in accounts.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Rotate and list token signing keys.
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// EHR launch contexts.
+    #[command(subcommand)]
+    Launch(admin::LaunchCommand),
 }
 
 #[derive(Args, Clone)]
@@ -101,6 +115,10 @@ fn main() -> ExitCode {
             Command::Serve(args) => run::serve(args).await,
             Command::Import(args) => import::run(args).await.map(|_| ()),
             Command::Demo(args) => run::demo(args).await,
+            Command::Client(c) => admin::client(c).await,
+            Command::User(c) => admin::user(c).await,
+            Command::Keys(c) => admin::keys(c).await,
+            Command::Launch(c) => admin::launch(c).await,
         }
     });
     match result {

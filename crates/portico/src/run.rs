@@ -17,6 +17,8 @@ pub enum RunError {
     Serve(std::io::Error),
     #[error("import failed: {0}")]
     Import(String),
+    #[error("authorization server: {0}")]
+    Auth(String),
 }
 
 pub async fn open_store(database_url: &str, base_url: &str, cache_mb: u64) -> Result<Store, RunError> {
@@ -33,17 +35,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), RunError> {
     let base_url = args.base_url.clone().unwrap_or_else(|| format!("http://{local}/fhir"));
     let store = open_store(&args.db.database_url, &base_url, args.cache_mb).await?;
     tracing::info!(%base_url, database = %redact(&args.db.database_url), "Portico is serving");
-    serve_on(listener, store, &args, base_url).await
+    let state =
+        AppState::new(store, server_config(&args, base_url)).await.map_err(|e| RunError::Auth(e.to_string()))?;
+    serve_on(listener, state).await
 }
 
-async fn serve_on(
-    listener: tokio::net::TcpListener,
-    store: Store,
-    args: &ServeArgs,
-    base_url: String,
-) -> Result<(), RunError> {
-    let config = ServerConfig { base_url, max_body_bytes: args.max_body_bytes };
-    let state = AppState::new(store, config);
+fn server_config(args: &ServeArgs, base_url: String) -> ServerConfig {
+    ServerConfig { base_url, max_body_bytes: args.max_body_bytes, ..ServerConfig::default() }
+}
+
+async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> Result<(), RunError> {
     server::serve(listener, state).await.map_err(RunError::Serve)
 }
 
@@ -68,22 +69,33 @@ pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
     let count = resources.len();
     let stats = store.import(resources).await?;
     let accounts = data.accounts;
+    let mut config = server_config(&serve_args, base_url.clone());
+    config.demo_app = true;
+    let state = AppState::new(store, config).await.map_err(|e| RunError::Auth(e.to_string()))?;
+    let logins = crate::demo_accounts::ensure(&state.auth, &accounts, &origin).await?;
     println!();
     println!("Portico demo — {count} generated resources ({} new or changed), seed {}", stats.written, args.seed);
     println!();
+    println!("  Try the sample app   {origin}/demo-app/");
+    println!("  Connected apps       {origin}/account/apps");
     println!("  FHIR base URL        {base_url}");
+    println!("  SMART configuration  {base_url}/.well-known/smart-configuration");
     println!("  CapabilityStatement  {base_url}/metadata");
-    println!("  A member's record    {base_url}/Patient/{}/$everything", accounts.member_patient_id);
-    println!(
-        "  Their lab results    {base_url}/Observation?patient={}&category=laboratory",
-        accounts.member_patient_id
-    );
-    println!("  All patients         {base_url}/Patient");
     println!("  Health               {origin}/healthz   {origin}/readyz");
     println!("  Database             {}", redact(&serve_args.db.database_url));
     println!();
+    println!("  Sign in as (password for all: {})", crate::demo_accounts::PASSWORD);
+    for login in &logins {
+        println!("    {:<10} {}", login.username, login.about);
+    }
+    println!();
+    println!(
+        "  The FHIR API needs an access token, e.g. from the sample app; the member is Patient/{}.",
+        accounts.member_patient_id
+    );
+    println!();
     println!("Press Ctrl-C to stop.");
-    serve_on(listener, store, &serve_args, base_url).await
+    serve_on(listener, state).await
 }
 
 /// Never print a password from a database URL.

@@ -9,10 +9,19 @@ pub struct ServerConfig {
     pub base_url: String,
     /// Largest accepted request body in bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// The authorization server's settings (its `fhir_base_url` is always `base_url`).
+    pub auth: oauth::AuthConfig,
+    /// Serve the sample SMART app under `/demo-app/` (`portico demo`).
+    pub demo_app: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { base_url: "http://localhost:8080/fhir".into(), max_body_bytes: 16 * 1024 * 1024 }
+        ServerConfig {
+            base_url: "http://localhost:8080/fhir".into(),
+            max_body_bytes: 16 * 1024 * 1024,
+            auth: oauth::AuthConfig::default(),
+            demo_app: false,
+        }
     }
 }

@@ -2,15 +2,19 @@
 //! result; they hold no business rules.
 
 pub mod config;
+mod demo_app;
 mod error;
 mod fhir_api;
 mod health;
+mod oauth_api;
+mod pages;
 mod request;
 mod response;
 
 use std::sync::Arc;
 
 use axum::Router;
+use oauth::{AuthServer, OAuthError};
 use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
@@ -22,14 +26,19 @@ use store::Store;
 pub struct AppState {
     pub store: Store,
     pub config: Arc<ServerConfig>,
+    /// The SMART authorization server.
+    pub auth: AuthServer,
     /// The CapabilityStatement, rendered once.
     capability: Arc<String>,
 }
 
 impl AppState {
-    pub fn new(store: Store, config: ServerConfig) -> AppState {
-        let capability = fhir_api::metadata::capability_statement(&config.base_url).to_string();
-        AppState { store, config: Arc::new(config), capability: Arc::new(capability) }
+    /// Build the state: loads (or creates) the token signing keys.
+    pub async fn new(store: Store, mut config: ServerConfig) -> Result<AppState, OAuthError> {
+        config.auth.fhir_base_url = config.base_url.trim_end_matches('/').to_owned();
+        let auth = AuthServer::new(store.clone(), config.auth.clone()).await?;
+        let capability = fhir_api::metadata::capability_statement(&config.base_url, &auth.oauth_uris()).to_string();
+        Ok(AppState { store, config: Arc::new(config), auth, capability: Arc::new(capability) })
     }
 }
 
@@ -37,14 +46,34 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
-        .route("/fhir/", axum::routing::post(fhir_api::post_bundle))
-        .nest("/fhir", fhir_api::routes())
-        .layer(CorsLayer::permissive().expose_headers([
-            axum::http::header::LOCATION,
-            axum::http::header::ETAG,
-            axum::http::header::LAST_MODIFIED,
-            axum::http::header::CONTENT_LOCATION,
-        ]))
+        .merge(oauth_api::routes())
+        .merge(demo_app::routes(state.config.demo_app))
+        // Public FHIR-base documents: no token needed, none checked.
+        .route("/fhir/metadata", axum::routing::get(fhir_api::metadata::get))
+        .nest("/fhir/.well-known", oauth_api::fhir_routes())
+        .merge(
+            Router::new()
+                .route("/fhir/", axum::routing::post(fhir_api::post_bundle))
+                .nest("/fhir", fhir_api::routes())
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), fhir_api::access::authenticate)),
+        )
+        // Browser apps call discovery, the token endpoint and the FHIR API from their own
+        // origin with `Authorization: Bearer`; a `*` in Allow-Headers does not cover
+        // Authorization, so the requested headers are mirrored. No cookies cross origins.
+        .layer(
+            CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+                .max_age(std::time::Duration::from_secs(600))
+                .expose_headers([
+                    axum::http::header::LOCATION,
+                    axum::http::header::ETAG,
+                    axum::http::header::LAST_MODIFIED,
+                    axum::http::header::CONTENT_LOCATION,
+                    axum::http::header::WWW_AUTHENTICATE,
+                ]),
+        )
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             // The matched route, never the query string (it may carry codes or states).
             let route = req
@@ -59,5 +88,6 @@ pub fn router(state: AppState) -> Router {
 
 /// Bind and serve until the process is stopped.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+    // The peer address feeds sign-in throttling.
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>()).await
 }

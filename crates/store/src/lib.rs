@@ -19,7 +19,7 @@ mod write;
 use std::sync::Arc;
 
 pub use bundle::{parse_etag, BundleKind, BundleResult, EntryResult, RestWrite, RestWriteKind};
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::Dialect;
 pub use error::StoreError;
 pub use read::{HistoryEntry, HistoryPage, HistoryQuery, HistoryScope, ReadOutcome};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use server::{AppState, ServerConfig};
-use store::{Store, StoreOptions, SystemClock};
+use store::{ManualClock, Store, StoreOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -26,6 +26,10 @@ pub struct TestServer {
     pub client: reqwest::Client,
     pub database_url: String,
     pub store: Store,
+    /// The server's clock: `clock.advance(secs)` moves time for codes, tokens and sessions.
+    pub clock: Arc<ManualClock>,
+    /// The authorization server behind the HTTP endpoints.
+    pub auth: oauth::AuthServer,
     _dir: tempfile::TempDir,
     pg_database: Option<String>,
     task: tokio::task::JoinHandle<()>,
@@ -92,14 +96,18 @@ impl TestServer {
         let origin = format!("http://{addr}");
         let base = format!("{origin}/fhir");
         let options = StoreOptions { base_url: base.clone(), ..StoreOptions::default() };
-        let store = Store::connect(&database_url, options, Arc::new(SystemClock)).await.expect("connect store");
+        let clock = Arc::new(ManualClock::new());
+        let store = Store::connect(&database_url, options, clock.clone()).await.expect("connect store");
         let mut config = ServerConfig { base_url: base.clone(), ..ServerConfig::default() };
         tweak(&mut config);
-        let state = AppState::new(store.clone(), config);
+        let state = AppState::new(store.clone(), config).await.expect("server state");
+        let auth = state.auth.clone();
         let task = tokio::spawn(async move {
             let _ = server::serve(listener, state).await;
         });
-        TestServer { base, origin, client: reqwest::Client::new(), database_url, store, _dir: dir, pg_database, task }
+        let client =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client");
+        TestServer { base, origin, client, database_url, store, clock, auth, _dir: dir, pg_database, task }
     }
 
     pub fn url(&self, path: &str) -> String {

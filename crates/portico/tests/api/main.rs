@@ -10,4 +10,5 @@ mod errors;
 mod fixtures;
 mod hostile;
 mod search_oracle;
+mod smart;
 mod transactions;

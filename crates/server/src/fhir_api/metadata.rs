@@ -28,7 +28,28 @@ fn type_name(kind: ParamType) -> Option<&'static str> {
     })
 }
 
-pub fn capability_statement(base_url: &str) -> Value {
+/// The SMART security block: the service coding and the `oauth-uris` extension pointing at the
+/// authorization server's endpoints.
+fn security(oauth_uris: &[(&str, String)]) -> Value {
+    let uris: Vec<Value> = oauth_uris.iter().map(|(name, url)| json!({"url": name, "valueUri": url})).collect();
+    json!({
+        "cors": true,
+        "service": [{
+            "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR",
+                "display": "SMART-on-FHIR"
+            }],
+            "text": "OAuth2 using SMART-on-FHIR profile (see /.well-known/smart-configuration)"
+        }],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": uris
+        }]
+    })
+}
+
+pub fn capability_statement(base_url: &str, oauth_uris: &[(&str, String)]) -> Value {
     let registry = fhir::Registry::r4();
     let interactions: Vec<Value> =
         ["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"]
@@ -89,6 +110,7 @@ pub fn capability_statement(base_url: &str) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
+            "security": security(oauth_uris),
             "resource": resources,
             "interaction": [
                 {"code": "transaction"},

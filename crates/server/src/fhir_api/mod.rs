@@ -1,5 +1,6 @@
 //! The FHIR R4 REST API under `/fhir`.
 
+pub mod access;
 mod bundles;
 mod instance;
 pub mod metadata;
@@ -19,7 +20,6 @@ use crate::AppState;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", post(system::bundle))
-        .route("/metadata", get(metadata::get))
         .route("/_history", get(system::history))
         .route(
             "/{rtype}",

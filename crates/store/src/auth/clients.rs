@@ -332,4 +332,18 @@ impl Store {
         let rows = lease.conn().fetch(&sql, &CLIENT_KINDS).await?;
         rows.into_iter().map(decode_client).collect()
     }
+
+    /// Replace a client's redirect URIs (e.g. the demo app when the demo moves to another port).
+    /// Returns false for an unknown client.
+    pub async fn set_client_redirect_uris(&self, client_id: &ClientId, uris: &[String]) -> Result<bool> {
+        let mut sql = Sql::new(self.dialect());
+        sql.push("UPDATE oauth_clients SET redirect_uris = ")
+            .bind(to_json(&uris)?)
+            .push(" WHERE client_id = ")
+            .bind(client_id.as_str());
+        let mut tx = self.pool.begin_write().await?;
+        let n = tx.conn().execute(&sql).await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
 }

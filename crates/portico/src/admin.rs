@@ -1,0 +1,309 @@
+//! Administration commands: `client`, `user`, `keys`, `launch`.
+
+use std::path::PathBuf;
+
+use auth::keys::SigningAlg;
+use auth::password::hash_secret;
+use auth::PatientId;
+use clap::{Args, Subcommand};
+use oauth::launch::LaunchRequest;
+use oauth::register::{ClientSpec, DEFAULT_APP_SCOPES};
+use oauth::{AuthConfig, AuthServer};
+use store::auth::{ClientType, NewUser, OwnerType, RegistrationSource, Role};
+
+use crate::run::{open_store, RunError};
+use crate::DbArgs;
+
+#[derive(Args)]
+pub struct AdminDb {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// The public FHIR base URL (the issuer of tokens); only matters for printed URLs.
+    #[arg(long, env = "PORTICO_BASE_URL", default_value = "http://127.0.0.1:8080/fhir")]
+    pub base_url: String,
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Register an app and print it as JSON (with its secret, shown only now).
+    Add(Box<ClientAdd>),
+    /// List registered apps as JSON.
+    List(AdminDb),
+}
+
+#[derive(Args)]
+pub struct ClientAdd {
+    #[command(flatten)]
+    pub admin: AdminDb,
+    /// The app's name as people see it on the authorization screen.
+    #[arg(long)]
+    pub name: String,
+    /// Who operates the app: health-plan, independent-developer or covered-entity.
+    #[arg(long, default_value = "independent-developer")]
+    pub owner_type: String,
+    /// A redirect URI (repeat for several); matched exactly.
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+    /// A confidential client with a generated secret (client_secret_basic/_post).
+    #[arg(long, conflicts_with_all = ["jwks", "jwks_uri"])]
+    pub confidential: bool,
+    /// A confidential client authenticating with private_key_jwt, keys from this JWK Set file.
+    #[arg(long, conflicts_with = "jwks_uri")]
+    pub jwks: Option<PathBuf>,
+    /// A confidential client authenticating with private_key_jwt, keys at this URL.
+    #[arg(long)]
+    pub jwks_uri: Option<String>,
+    /// The most the app may be granted (space-separated). Default: every patient/ and user/ scope
+    /// plus openid, fhirUser, launch and offline access; for backend services, system/*.rs.
+    #[arg(long)]
+    pub scopes: Option<String>,
+    /// Choose the client_id (default: random).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    #[arg(long)]
+    pub logo_uri: Option<String>,
+    #[arg(long)]
+    pub policy_uri: Option<String>,
+    #[arg(long)]
+    pub tos_uri: Option<String>,
+    /// May create EHR launch contexts through POST /auth/launch (the EHR side).
+    #[arg(long)]
+    pub ehr_launcher: bool,
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a sign-in account.
+    Add(UserAdd),
+}
+
+#[derive(Args)]
+pub struct UserAdd {
+    #[command(flatten)]
+    pub admin: AdminDb,
+    #[arg(long)]
+    pub username: String,
+    /// The password (or set PORTICO_USER_PASSWORD, which stays out of the process list).
+    #[arg(long, env = "PORTICO_USER_PASSWORD", hide_env_values = true)]
+    pub password: String,
+    /// A patient the user may act for (repeat for a proxy: a parent for children). For a
+    /// practitioner, a patient assigned to them.
+    #[arg(long = "patient")]
+    pub patients: Vec<String>,
+    /// The user is this Practitioner.
+    #[arg(long, conflicts_with = "admin_role")]
+    pub practitioner: Option<String>,
+    /// An administrator (operators).
+    #[arg(long)]
+    pub admin_role: bool,
+    /// The user's own FHIR resource (default: Patient/<first --patient>, or the practitioner).
+    #[arg(long)]
+    pub fhir_user: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Add a signing key and retire the previous one (still published until its tokens expire).
+    Rotate(KeysRotate),
+    /// Print the published JWKS.
+    List(AdminDb),
+}
+
+#[derive(Args)]
+pub struct KeysRotate {
+    #[command(flatten)]
+    pub admin: AdminDb,
+    /// RS256 (ID tokens and access tokens) or ES256 (access tokens with --access-token-es256).
+    #[arg(long, default_value = "RS256")]
+    pub alg: String,
+}
+
+#[derive(Subcommand)]
+pub enum LaunchCommand {
+    /// Store an EHR launch context and print its single-use `launch` value.
+    Create(LaunchCreate),
+}
+
+#[derive(Args)]
+pub struct LaunchCreate {
+    #[command(flatten)]
+    pub admin: AdminDb,
+    #[arg(long)]
+    pub patient: Option<String>,
+    #[arg(long)]
+    pub encounter: Option<String>,
+    /// SMART fhirContext as JSON, e.g. '[{"reference":"DiagnosticReport/1"}]'.
+    #[arg(long)]
+    pub fhir_context: Option<String>,
+    /// The EHR shows its own patient banner (need_patient_banner=false).
+    #[arg(long)]
+    pub no_patient_banner: bool,
+    #[arg(long)]
+    pub smart_style_url: Option<String>,
+}
+
+async fn auth_server(admin: &AdminDb) -> Result<AuthServer, RunError> {
+    let store = open_store(&admin.db.database_url, &admin.base_url, 0).await?;
+    let config = AuthConfig { fhir_base_url: admin.base_url.trim_end_matches('/').to_owned(), ..AuthConfig::default() };
+    AuthServer::new(store, config).await.map_err(|e| RunError::Auth(e.to_string()))
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+pub async fn client(command: ClientCommand) -> Result<(), RunError> {
+    match command {
+        ClientCommand::List(admin) => {
+            let server = auth_server(&admin).await?;
+            let clients = server.store().list_clients().await.map_err(|e| RunError::Auth(e.to_string()))?;
+            let list: Vec<serde_json::Value> = clients
+                .into_iter()
+                .map(|client| oauth::register::Registered { client, client_secret: None }.to_json())
+                .collect();
+            print_json(&serde_json::Value::Array(list));
+            Ok(())
+        }
+        ClientCommand::Add(args) => {
+            let server = auth_server(&args.admin).await?;
+            let registered =
+                server.register_client(client_spec(*args)?).await.map_err(|e| RunError::Auth(e.to_string()))?;
+            print_json(&registered.to_json());
+            Ok(())
+        }
+    }
+}
+
+fn client_spec(args: ClientAdd) -> Result<ClientSpec, RunError> {
+    let owner_type: OwnerType = args.owner_type.parse().map_err(RunError::Auth)?;
+    let jwks = match &args.jwks {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| RunError::Auth(format!("cannot read {}: {e}", path.display())))?;
+            Some(
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|e| RunError::Auth(format!("{} is not JSON: {e}", path.display())))?,
+            )
+        }
+        None => None,
+    };
+    let client_type = if jwks.is_some() || args.jwks_uri.is_some() {
+        ClientType::ConfidentialAsymmetric
+    } else if args.confidential {
+        ClientType::ConfidentialSymmetric
+    } else {
+        ClientType::Public
+    };
+    let scopes = args.scopes.unwrap_or_else(|| {
+        if client_type == ClientType::ConfidentialAsymmetric && args.redirect_uris.is_empty() {
+            "system/*.rs".to_owned()
+        } else {
+            DEFAULT_APP_SCOPES.to_owned()
+        }
+    });
+    Ok(ClientSpec {
+        client_id: args.client_id,
+        name: args.name,
+        owner_type,
+        client_type,
+        redirect_uris: args.redirect_uris,
+        scopes,
+        jwks,
+        jwks_uri: args.jwks_uri,
+        logo_uri: args.logo_uri,
+        policy_uri: args.policy_uri,
+        tos_uri: args.tos_uri,
+        ehr_launcher: args.ehr_launcher,
+        source: RegistrationSource::Cli,
+    })
+}
+
+pub async fn user(command: UserCommand) -> Result<(), RunError> {
+    let UserCommand::Add(args) = command;
+    let server = auth_server(&args.admin).await?;
+    let new = new_user(&args)?;
+    let user = server.store().create_user(new).await.map_err(|e| RunError::Auth(e.to_string()))?;
+    let patients = server.store().user_patients(&user.user_id).await.map_err(|e| RunError::Auth(e.to_string()))?;
+    print_json(&serde_json::json!({
+        "user_id": user.user_id,
+        "username": user.username,
+        "role": user.role.as_str(),
+        "fhirUser": user.fhir_user,
+        "patients": patients,
+    }));
+    Ok(())
+}
+
+pub fn new_user(args: &UserAdd) -> Result<NewUser, RunError> {
+    let patients = args
+        .patients
+        .iter()
+        .map(|p| p.parse::<PatientId>().map_err(|e| RunError::Auth(format!("--patient {p:?}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (role, default_fhir_user) = if args.admin_role {
+        (Role::Admin, None)
+    } else if let Some(practitioner) = &args.practitioner {
+        (Role::Practitioner, Some(format!("Practitioner/{practitioner}")))
+    } else {
+        if patients.is_empty() && args.fhir_user.is_none() {
+            return Err(RunError::Auth(
+                "a patient user needs --patient ID (or --practitioner ID, or --admin-role)".into(),
+            ));
+        }
+        (Role::Patient, patients.first().map(|p| p.reference()))
+    };
+    if args.password.chars().count() < 8 {
+        return Err(RunError::Auth("the password must have at least 8 characters".into()));
+    }
+    let password_hash = hash_secret(&args.password).map_err(|e| RunError::Auth(e.to_string()))?;
+    Ok(NewUser {
+        username: args.username.clone(),
+        password_hash,
+        role,
+        fhir_user: args.fhir_user.clone().or(default_fhir_user),
+        patients,
+    })
+}
+
+pub async fn keys(command: KeysCommand) -> Result<(), RunError> {
+    match command {
+        KeysCommand::List(admin) => {
+            let server = auth_server(&admin).await?;
+            print_json(&server.jwks().await.map_err(|e| RunError::Auth(e.to_string()))?);
+            Ok(())
+        }
+        KeysCommand::Rotate(args) => {
+            let alg: SigningAlg = args.alg.parse().map_err(|e: auth::AuthError| RunError::Auth(e.to_string()))?;
+            let server = auth_server(&args.admin).await?;
+            let kid = server.rotate_keys(alg).await.map_err(|e| RunError::Auth(e.to_string()))?;
+            let jwks = server.jwks().await.map_err(|e| RunError::Auth(e.to_string()))?;
+            print_json(&serde_json::json!({ "kid": kid, "alg": alg.as_str(), "jwks": jwks }));
+            Ok(())
+        }
+    }
+}
+
+pub async fn launch(command: LaunchCommand) -> Result<(), RunError> {
+    let LaunchCommand::Create(args) = command;
+    let server = auth_server(&args.admin).await?;
+    let fhir_context = match &args.fhir_context {
+        Some(text) => {
+            Some(serde_json::from_str(text).map_err(|e| RunError::Auth(format!("--fhir-context is not JSON: {e}")))?)
+        }
+        None => None,
+    };
+    let created = server
+        .create_launch(LaunchRequest {
+            patient: args.patient,
+            encounter: args.encounter,
+            fhir_context,
+            need_patient_banner: Some(!args.no_patient_banner),
+            smart_style_url: args.smart_style_url,
+        })
+        .await
+        .map_err(|e| RunError::Auth(e.to_string()))?;
+    print_json(
+        &serde_json::json!({ "launch": created.launch, "expires_in": created.expires_in, "iss": args.admin.base_url }),
+    );
+    Ok(())
+}
