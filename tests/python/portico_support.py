@@ -169,7 +169,10 @@ def run_import(database_url: str, paths: list[Path], log_dir: Path) -> str:
 class PorticoServer:
     """`portico serve` on a free loopback port."""
 
-    def __init__(self, database_url: str, log_dir: Path):
+    def __init__(self, database_url: str, log_dir: Path, extra_args: list[str] | None = None):
+        # The FHIR-core suites read without tokens, so their servers run in the development
+        # open mode; the SMART and enforcement suites pass their own arguments.
+        self.extra_args = ["--dev-open-access"] if extra_args is None else extra_args
         self.database_url = database_url
         self.log_path = log_dir / "serve.log"
         self.proc: subprocess.Popen | None = None
@@ -192,7 +195,7 @@ class PorticoServer:
             log = open(self.log_path, "ab")
             env = dict(os.environ, PORTICO_LOG=os.environ.get("PORTICO_LOG", "warn"))
             self.proc = subprocess.Popen(
-                [str(portico_bin()), "serve", "--database-url", self.database_url, "--listen", f"127.0.0.1:{port}"],
+                [str(portico_bin()), "serve", "--database-url", self.database_url, "--listen", f"127.0.0.1:{port}", *self.extra_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

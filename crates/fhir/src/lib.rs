@@ -5,6 +5,7 @@
 pub mod datetime;
 pub mod fhirpath;
 pub mod index;
+pub mod labels;
 pub mod normalize;
 pub mod outcome;
 pub mod references;

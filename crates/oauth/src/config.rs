@@ -2,6 +2,7 @@
 //! seconds.
 
 use serde::{Deserialize, Serialize};
+use store::PractitionerLink;
 
 /// Who may register apps through RFC 7591 dynamic registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,11 @@ pub struct AuthConfig {
     pub liveness_cache_millis: u64,
     /// Sign access tokens with ES256 instead of RS256.
     pub access_token_es256: bool,
+    /// How a practitioner comes to see a patient (any of `care-team`, `general-practitioner`,
+    /// `assigned`, `organization`).
+    pub practitioner_patients: Vec<PractitionerLink>,
+    /// How long a person's patient list and account are reused inside one process.
+    pub patient_list_cache_seconds: u64,
 }
 
 impl Default for AuthConfig {
@@ -75,6 +81,8 @@ impl Default for AuthConfig {
             throttle_window_seconds: 10 * 60,
             liveness_cache_millis: 2000,
             access_token_es256: false,
+            practitioner_patients: PractitionerLink::ALL.to_vec(),
+            patient_list_cache_seconds: 30,
         }
     }
 }

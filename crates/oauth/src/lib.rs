@@ -10,6 +10,7 @@
 //! Grants are the root of every token (see `store::auth`): access tokens are JWTs carrying the
 //! grant id, and a token is honoured only while its grant is live.
 
+pub mod access;
 pub mod authorize;
 pub mod bearer;
 pub mod client_auth;
@@ -33,6 +34,7 @@ use auth::{AccessClaims, GrantId};
 use store::auth::Grant;
 use store::Store;
 
+pub use access::{Access, Principal, Refusal};
 pub use authorize::{AuthorizeParams, BrowserContext, Step};
 pub use bearer::TokenAccess;
 pub use client_auth::{AuthenticatedClient, ClientCredentials};
@@ -60,6 +62,10 @@ struct Inner {
     liveness: moka::sync::Cache<GrantId, Option<Arc<Grant>>>,
     /// Grants whose `last_used_at` was written recently.
     touched: moka::sync::Cache<GrantId, ()>,
+    /// Signed-in users by id, and the patients each may reach, kept briefly (see
+    /// [`AuthConfig::patient_list_cache_seconds`]).
+    users: moka::sync::Cache<auth::UserId, Arc<store::auth::User>>,
+    patient_lists: moka::sync::Cache<auth::UserId, Arc<Vec<String>>>,
     throttle: throttle::Throttle,
     http: reqwest::Client,
 }
@@ -97,6 +103,14 @@ impl AuthServer {
             touched: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(store::auth::TOUCH_GRANULARITY_SECONDS as u64))
+                .build(),
+            users: moka::sync::Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(Duration::from_secs(config.patient_list_cache_seconds))
+                .build(),
+            patient_lists: moka::sync::Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(Duration::from_secs(config.patient_list_cache_seconds))
                 .build(),
             throttle,
             http,

@@ -34,10 +34,11 @@ pub fn human_name(resource: &Value) -> Option<String> {
 }
 
 impl AuthServer {
-    /// The patients `user` may act for (patients and members: themselves and those they are proxy
-    /// for; practitioners: the patients assigned to them).
+    /// The patients `user` may choose (patients and members: themselves and those they are proxy
+    /// for; practitioners: the patients linked to them, see [`AuthServer::patient_ids_for`]).
     pub async fn patients_for(&self, user: &User) -> Result<Vec<PatientId>, PageError> {
-        Ok(self.inner.store.user_patients(&user.user_id).await?)
+        let ids = self.patient_ids_for(user).await.map_err(PageError::internal)?;
+        Ok(ids.into_iter().filter_map(|id| id.parse().ok()).collect())
     }
 
     /// Names and birth dates for the picker, in the order given. A patient without a stored

@@ -66,6 +66,14 @@ pub struct ServeArgs {
     /// Memory for cached reads and search pages, in MiB (0 turns the cache off).
     #[arg(long, env = "PORTICO_CACHE_MB", default_value_t = 16)]
     pub cache_mb: u64,
+    /// A TOML file with further settings (the `[auth]` table: token lifetimes, registration
+    /// policy, lockout; see the README).
+    #[arg(long, env = "PORTICO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// DEVELOPMENT ONLY: answer FHIR requests without a token as an administrator's. Never use
+    /// this with real records.
+    #[arg(long)]
+    pub dev_open_access: bool,
 }
 
 #[derive(Args)]

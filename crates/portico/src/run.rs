@@ -19,6 +19,8 @@ pub enum RunError {
     Import(String),
     #[error("authorization server: {0}")]
     Auth(String),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 pub async fn open_store(database_url: &str, base_url: &str, cache_mb: u64) -> Result<Store, RunError> {
@@ -36,12 +38,40 @@ pub async fn serve(args: ServeArgs) -> Result<(), RunError> {
     let store = open_store(&args.db.database_url, &base_url, args.cache_mb).await?;
     tracing::info!(%base_url, database = %redact(&args.db.database_url), "Portico is serving");
     let state =
-        AppState::new(store, server_config(&args, base_url)).await.map_err(|e| RunError::Auth(e.to_string()))?;
+        AppState::new(store, server_config(&args, base_url)?).await.map_err(|e| RunError::Auth(e.to_string()))?;
     serve_on(listener, state).await
 }
 
-fn server_config(args: &ServeArgs, base_url: String) -> ServerConfig {
-    ServerConfig { base_url, max_body_bytes: args.max_body_bytes, ..ServerConfig::default() }
+/// The settings a `--config` file may hold. Unknown keys are an error, so a typo is not silently
+/// ignored.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub auth: oauth::AuthConfig,
+}
+
+pub fn read_config(path: Option<&std::path::Path>) -> Result<FileConfig, RunError> {
+    let Some(path) = path else { return Ok(FileConfig::default()) };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| RunError::Config(format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| RunError::Config(format!("{}: {e}", path.display())))
+}
+
+fn server_config(args: &ServeArgs, base_url: String) -> Result<ServerConfig, RunError> {
+    let file = read_config(args.config.as_deref())?;
+    if args.dev_open_access {
+        tracing::warn!(
+            "--dev-open-access: the FHIR API answers requests WITHOUT a token as an administrator's; development only"
+        );
+    }
+    Ok(ServerConfig {
+        base_url,
+        max_body_bytes: args.max_body_bytes,
+        auth: file.auth,
+        dev_open_access: args.dev_open_access,
+        ..ServerConfig::default()
+    })
 }
 
 async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> Result<(), RunError> {
@@ -69,7 +99,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
     let count = resources.len();
     let stats = store.import(resources).await?;
     let accounts = data.accounts;
-    let mut config = server_config(&serve_args, base_url.clone());
+    let mut config = server_config(&serve_args, base_url.clone())?;
     config.demo_app = true;
     let state = AppState::new(store, config).await.map_err(|e| RunError::Auth(e.to_string()))?;
     let logins = crate::demo_accounts::ensure(&state.auth, &accounts, &origin).await?;

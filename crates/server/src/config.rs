@@ -13,6 +13,9 @@ pub struct ServerConfig {
     pub auth: oauth::AuthConfig,
     /// Serve the sample SMART app under `/demo-app/` (`portico demo`).
     pub demo_app: bool,
+    /// DEVELOPMENT ONLY: answer FHIR requests that carry no token as if an administrator made
+    /// them. Requests with a token are still checked and enforced.
+    pub dev_open_access: bool,
 }
 
 impl Default for ServerConfig {
@@ -22,6 +25,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             auth: oauth::AuthConfig::default(),
             demo_app: false,
+            dev_open_access: false,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Portico's HTTP edge. Handlers parse the request, call the store or domain, and map the
 //! result; they hold no business rules.
 
+mod audit;
 pub mod config;
 mod demo_app;
 mod error;
@@ -18,6 +19,7 @@ use oauth::{AuthServer, OAuthError};
 use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
+pub use audit::AuditLog;
 pub use config::ServerConfig;
 pub use error::ApiError;
 use store::Store;
@@ -28,6 +30,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// The SMART authorization server.
     pub auth: AuthServer,
+    /// The audit trail writer.
+    pub audit: AuditLog,
     /// The CapabilityStatement, rendered once.
     capability: Arc<String>,
 }
@@ -38,7 +42,8 @@ impl AppState {
         config.auth.fhir_base_url = config.base_url.trim_end_matches('/').to_owned();
         let auth = AuthServer::new(store.clone(), config.auth.clone()).await?;
         let capability = fhir_api::metadata::capability_statement(&config.base_url, &auth.oauth_uris()).to_string();
-        Ok(AppState { store, config: Arc::new(config), auth, capability: Arc::new(capability) })
+        let audit = AuditLog::start(store.clone());
+        Ok(AppState { store, config: Arc::new(config), auth, audit, capability: Arc::new(capability) })
     }
 }
 
@@ -49,7 +54,16 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth_api::routes())
         .merge(demo_app::routes(state.config.demo_app))
         // Public FHIR-base documents: no token needed, none checked.
-        .route("/fhir/metadata", axum::routing::get(fhir_api::metadata::get))
+        .route(
+            "/fhir/metadata",
+            axum::routing::get(fhir_api::metadata::get).fallback(|method: axum::http::Method| async move {
+                ApiError::new(
+                    axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                    "not-supported",
+                    format!("{method} is not supported on metadata (use GET)"),
+                )
+            }),
+        )
         .nest("/fhir/.well-known", oauth_api::fhir_routes())
         .merge(
             Router::new()

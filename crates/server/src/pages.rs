@@ -22,7 +22,7 @@ pub fn html(status: StatusCode, template: &impl Template) -> Response {
 
 pub fn with_page_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
-    h.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -5,6 +5,7 @@
 //! index tables, so searches are SQL over those tables. Every write transaction takes the next
 //! value of a commit sequence, which orders history and will drive sync cursors.
 
+pub mod access;
 pub mod auth;
 mod bundle;
 mod cache;
@@ -13,16 +14,19 @@ mod db;
 mod error;
 mod indexes;
 mod read;
+pub mod restrict;
 mod search;
 mod write;
 
 use std::sync::Arc;
 
+pub use access::{AuditQuery, AuditRecord, PractitionerLink};
 pub use bundle::{parse_etag, BundleKind, BundleResult, EntryResult, RestWrite, RestWriteKind};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::Dialect;
 pub use error::StoreError;
 pub use read::{HistoryEntry, HistoryPage, HistoryQuery, HistoryScope, ReadOutcome};
+pub use restrict::{Restriction, TypeRule, TypeRules, SHARED_TYPES};
 pub use search::{EverythingQuery, SearchPage};
 pub use write::{ImportStats, PreparedImport, WriteOutcome, WriteRequest};
 
@@ -37,11 +41,19 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// Bytes of reads and search pages kept in memory (0 turns the cache off).
     pub cache_bytes: u64,
+    /// Adds sensitivity labels (`meta.security`) on every write and import; `None` turns
+    /// labeling off.
+    pub labeler: Option<Arc<fhir::labels::Labeler>>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { base_url: "http://localhost:8080/fhir".into(), max_connections: 8, cache_bytes: 16 << 20 }
+        StoreOptions {
+            base_url: "http://localhost:8080/fhir".into(),
+            max_connections: 8,
+            cache_bytes: 16 << 20,
+            labeler: Some(Arc::new(fhir::labels::Labeler::defaults())),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::cache::Cached;
+use crate::restrict::Restriction;
 use crate::db::{Col, RowExt, Sql};
 use crate::{Store, StoreError, StoredResource};
 
@@ -122,7 +123,14 @@ impl Store {
     }
 
     /// History, newest first, paged by a keyset cursor over (commit sequence, rkey, version).
-    pub async fn history(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+    /// History within what `restriction` lets the caller see. Visibility is decided by each
+    /// resource's current version (its compartment and labels now), for all its versions.
+    pub async fn history(&self, query: &HistoryQuery, restriction: &Restriction) -> Result<HistoryPage, StoreError> {
+        if let HistoryScope::Type(t) | HistoryScope::Instance(t, _) = &query.scope {
+            if !restriction.type_visible(self.registry, t) {
+                return Ok(HistoryPage { entries: Vec::new(), next_cursor: None });
+            }
+        }
         let mut lease = self.pool.read_conn().await?;
         let mut sql = Sql::new(self.dialect());
         let body = sql.body_text("h.body");
@@ -144,6 +152,18 @@ impl Store {
         }
         if let Some(since) = query.since_ms {
             sql.push(" AND h.lu_ms >= ").bind(since);
+        }
+        if !restriction.is_unrestricted() {
+            let now_ms = crate::clock::epoch_ms(self.clock.now());
+            sql.push(" AND EXISTS (SELECT 1 FROM resources r WHERE r.rkey = h.rkey");
+            match &query.scope {
+                HistoryScope::Type(t) | HistoryScope::Instance(t, _) => restriction.push(self, &mut sql, t, now_ms, false),
+                HistoryScope::System => {
+                    let types = self.registry.resource_types();
+                    restriction.push_any_type(self, &mut sql, &types, now_ms);
+                }
+            }
+            sql.push(")");
         }
         if let Some(cursor) = &query.cursor {
             let (seq, rkey, version) = decode_history_cursor(cursor)?;
@@ -182,6 +202,28 @@ impl Store {
             })
             .collect();
         Ok(HistoryPage { entries, next_cursor })
+    }
+}
+
+impl Store {
+    /// Is the live resource `resource_type/id` inside what `restriction` lets the caller see?
+    /// False also when it does not exist (the caller reads it afterwards to tell which).
+    pub async fn visible(&self, resource_type: &str, id: &str, restriction: &Restriction) -> Result<bool, StoreError> {
+        if restriction.is_unrestricted() {
+            return Ok(true);
+        }
+        if !restriction.type_visible(self.registry, resource_type) {
+            return Ok(false);
+        }
+        let mut sql = Sql::new(self.dialect());
+        sql.push("SELECT r.rkey FROM resources r WHERE r.rtype = ")
+            .bind(resource_type)
+            .push(" AND r.id = ")
+            .bind(id)
+            .push(" AND r.deleted = 0");
+        restriction.push(self, &mut sql, resource_type, crate::clock::epoch_ms(self.clock.now()), false);
+        let mut lease = self.pool.read_conn().await?;
+        Ok(!lease.conn().fetch(&sql, &[Col::Int]).await?.is_empty())
     }
 }
 

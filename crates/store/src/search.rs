@@ -18,6 +18,7 @@ use fhir::ParamType;
 use serde_json::Value;
 
 use crate::cache::Cached;
+use crate::restrict::Restriction;
 use crate::clock::epoch_ms;
 use crate::db::{Col, Conn, RowExt, Sql, SqlValue};
 use crate::{param_key, Store, StoreError, StoredResource};
@@ -50,31 +51,42 @@ const EVERYTHING_REFERENCED: &[&str] =
     &["Practitioner", "PractitionerRole", "Organization", "Location", "Medication", "Device", "Substance"];
 
 impl Store {
-    pub async fn search(&self, request: &SearchRequest) -> Result<Arc<SearchPage>, StoreError> {
-        let Some(cache) = &self.cache else { return self.search_db(request).await.map(Arc::new) };
-        // The parsed request is the key: equal requests are equal searches.
-        let key = format!("s|{request:?}");
+    /// Search within what `restriction` lets the caller see (matches, totals and includes alike).
+    pub async fn search(&self, request: &SearchRequest, restriction: &Restriction) -> Result<Arc<SearchPage>, StoreError> {
+        let Some(cache) = &self.cache else { return self.search_db(request, restriction).await.map(Arc::new) };
+        // The parsed request and the caller's restriction are the key: equal inputs are equal
+        // searches.
+        let key = if restriction.is_unrestricted() {
+            format!("s|{request:?}")
+        } else {
+            format!("s|{request:?}|{restriction:?}")
+        };
         if let Some(Cached::Search(page)) = cache.get(&key) {
             return Ok(page);
         }
         let epoch = cache.epoch();
-        let page = Arc::new(self.search_db(request).await?);
+        let page = Arc::new(self.search_db(request, restriction).await?);
         cache.put(key, epoch, Cached::Search(page.clone()));
         Ok(page)
     }
 
-    async fn search_db(&self, request: &SearchRequest) -> Result<SearchPage, StoreError> {
+    async fn search_db(&self, request: &SearchRequest, restriction: &Restriction) -> Result<SearchPage, StoreError> {
         let mut lease = self.pool.read_conn().await?;
-        self.search_with(&mut lease.conn(), request).await
+        self.search_with(&mut lease.conn(), request, restriction).await
     }
 
     pub(crate) async fn search_with(
         &self,
         conn: &mut Conn<'_>,
         request: &SearchRequest,
+        restriction: &Restriction,
     ) -> Result<SearchPage, StoreError> {
+        if !restriction.type_visible(self.registry, &request.resource_type) {
+            let total = (request.total != TotalMode::None).then_some(0);
+            return Ok(SearchPage { total, ..SearchPage::default() });
+        }
         let now_ms = epoch_ms(self.clock.now());
-        let filters = Filters { store: self, request, now_ms };
+        let filters = Filters { store: self, request, now_ms, restriction: Some(restriction) };
         // `_count=0` asks for the total only, like `_summary=count`.
         if request.summary == Some(Summary::Count) || request.count == 0 {
             let total = filters.count(conn).await?;
@@ -132,10 +144,10 @@ impl Store {
             let mut seen: HashSet<(String, String)> =
                 matches.iter().map(|m| (m.resource_type.clone(), m.id.clone())).collect();
             for include in &request.includes {
-                included.extend(self.include(conn, &rkeys, include, &mut seen).await?);
+                included.extend(self.include(conn, &rkeys, include, &mut seen, restriction).await?);
             }
             for include in &request.revincludes {
-                let (found, truncated) = self.revinclude(conn, &matches, include, &mut seen).await?;
+                let (found, truncated) = self.revinclude(conn, &matches, include, &mut seen, restriction).await?;
                 included.extend(found);
                 include_truncated |= truncated;
             }
@@ -150,7 +162,7 @@ impl Store {
         request: &SearchRequest,
         limit: i64,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let filters = Filters { store: self, request, now_ms: epoch_ms(self.clock.now()) };
+        let filters = Filters { store: self, request, now_ms: epoch_ms(self.clock.now()), restriction: None };
         let mut sql = Sql::new(conn.dialect());
         sql.push("SELECT r.id, r.version FROM resources r WHERE ");
         filters.push(&mut sql);
@@ -165,6 +177,7 @@ impl Store {
         rkeys: &[i64],
         include: &Include,
         seen: &mut HashSet<(String, String)>,
+        restriction: &Restriction,
     ) -> Result<Vec<StoredResource>, StoreError> {
         let params = reference_params(self.registry, &include.source_type, include.param.as_deref());
         if params.is_empty() {
@@ -187,7 +200,7 @@ impl Store {
                 by_type.entry(key.0).or_default().push(key.1);
             }
         }
-        self.fetch_by_ids(conn, by_type).await
+        self.fetch_by_ids(conn, by_type, restriction).await
     }
 
     async fn revinclude(
@@ -196,9 +209,10 @@ impl Store {
         matches: &[StoredResource],
         include: &Include,
         seen: &mut HashSet<(String, String)>,
+        restriction: &Restriction,
     ) -> Result<(Vec<StoredResource>, bool), StoreError> {
         let params = reference_params(self.registry, &include.source_type, include.param.as_deref());
-        if params.is_empty() {
+        if params.is_empty() || !restriction.type_visible(self.registry, &include.source_type) {
             return Ok((Vec::new(), false));
         }
         let mut truncated = false;
@@ -220,8 +234,9 @@ impl Store {
                 .bind(target_type)
                 .push(" AND x.tid IN ")
                 .bind_list(ids)
-                .push(") ORDER BY r.rkey LIMIT ")
-                .bind(MAX_INCLUDED);
+                .push(")");
+            restriction.push(self, &mut sql, &include.source_type, epoch_ms(self.clock.now()), false);
+            sql.push(" ORDER BY r.rkey LIMIT ").bind(MAX_INCLUDED);
             let rows = conn.fetch(&sql, &STORED_COLS).await?;
             truncated |= rows.len() as i64 >= MAX_INCLUDED;
             for row in rows {
@@ -238,9 +253,14 @@ impl Store {
         &self,
         conn: &mut Conn<'_>,
         by_type: HashMap<String, Vec<String>>,
+        restriction: &Restriction,
     ) -> Result<Vec<StoredResource>, StoreError> {
         let mut found = Vec::new();
+        let now_ms = epoch_ms(self.clock.now());
         for (resource_type, ids) in by_type {
+            if !restriction.type_visible(self.registry, &resource_type) {
+                continue;
+            }
             for chunk in ids.chunks(500) {
                 let mut sql = Sql::new(conn.dialect());
                 select_live(&mut sql);
@@ -248,6 +268,7 @@ impl Store {
                     .bind(resource_type.as_str())
                     .push(" AND r.id IN ")
                     .bind_list(chunk.iter().map(String::as_str));
+                restriction.push(self, &mut sql, &resource_type, now_ms, false);
                 let rows = conn.fetch(&sql, &STORED_COLS).await?;
                 found.extend(rows.into_iter().map(stored_from_row));
             }
@@ -257,7 +278,7 @@ impl Store {
 
     /// `Patient/{id}/$everything`: the patient's compartment, paged by rkey, plus the
     /// practitioners, organizations, locations and medications those records point to.
-    pub async fn everything(&self, query: &EverythingQuery) -> Result<SearchPage, StoreError> {
+    pub async fn everything(&self, query: &EverythingQuery, restriction: &Restriction) -> Result<SearchPage, StoreError> {
         let mut lease = self.pool.read_conn().await?;
         let mut conn = lease.conn();
         let after = match &query.cursor {
@@ -276,6 +297,10 @@ impl Store {
         }
         if let Some(since) = query.since_ms {
             sql.push(" AND r.lu_ms >= ").bind(since);
+        }
+        if !restriction.is_unrestricted() {
+            let types: Vec<&str> = self.registry.patient_compartment_types();
+            restriction.push_any_type(self, &mut sql, &types, epoch_ms(self.clock.now()));
         }
         sql.push(" ORDER BY r.rkey LIMIT ").bind(limit + 1);
         let mut rows = conn.fetch(&sql, &STORED_COLS).await?;
@@ -308,7 +333,7 @@ impl Store {
                     .or_default()
                     .push(row.take_text(1).unwrap_or_default());
             }
-            included = self.fetch_by_ids(&mut conn, by_type).await?;
+            included = self.fetch_by_ids(&mut conn, by_type, restriction).await?;
         }
         Ok(SearchPage { matches, included, total: None, next_cursor, include_truncated: false })
     }
@@ -349,10 +374,12 @@ fn reference_params(registry: &fhir::Registry, resource_type: &str, code: Option
 }
 
 /// The WHERE clause of a search (without paging).
-struct Filters<'a> {
-    store: &'a Store,
-    request: &'a SearchRequest,
-    now_ms: i64,
+pub(crate) struct Filters<'a> {
+    pub(crate) store: &'a Store,
+    pub(crate) request: &'a SearchRequest,
+    pub(crate) now_ms: i64,
+    /// The caller's view; `None` for internal searches (conditional writes).
+    pub(crate) restriction: Option<&'a Restriction>,
 }
 
 impl Filters<'_> {
@@ -360,10 +387,23 @@ impl Filters<'_> {
         let rtype = self.request.resource_type.as_str();
         sql.push("r.rtype = ").bind(rtype).push(" AND r.deleted = 0");
         let has_id = self.request.terms.iter().any(|t| t.target == Target::Id && t.modifier == Modifier::None);
-        let driver = if has_id { None } else { pick_driver(&self.request.terms) };
+        // Under a patient restriction the compartment (a few patients) is the most selective
+        // term there is, so it drives and every search term becomes a check on its rows.
+        let compartment_drives =
+            !has_id && self.restriction.is_some_and(|r| r.compartment_applies(self.store.registry, rtype));
+        let driver = if has_id || compartment_drives { None } else { pick_driver(&self.request.terms) };
+        if compartment_drives {
+            if let Some(r) = self.restriction {
+                sql.push(" AND ");
+                r.push_compartment_driver(sql);
+            }
+        }
         for (i, term) in self.request.terms.iter().enumerate() {
             sql.push(" AND ");
             self.push_term(sql, term, driver == Some(i));
+        }
+        if let Some(r) = self.restriction {
+            r.push(self.store, sql, rtype, self.now_ms, compartment_drives);
         }
     }
 
@@ -375,7 +415,7 @@ impl Filters<'_> {
         Ok(rows.first().map_or(0, |r| r.int(0)))
     }
 
-    fn push_term(&self, sql: &mut Sql, term: &SearchTerm, driver: bool) {
+    pub(crate) fn push_term(&self, sql: &mut Sql, term: &SearchTerm, driver: bool) {
         match &term.target {
             Target::Id => {
                 let ids = term.values.iter().filter_map(|v| match v {

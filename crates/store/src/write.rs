@@ -296,7 +296,11 @@ impl Store {
         }
     }
 
-    fn normalize(&self, doc: Map<String, Value>, id: &str) -> Result<Normalized, StoreError> {
+    fn normalize(&self, mut doc: Map<String, Value>, id: &str) -> Result<Normalized, StoreError> {
+        // Labels first, so the content hash (what a re-import is compared by) includes them.
+        if let Some(labeler) = &self.options.labeler {
+            labeler.apply(&mut doc);
+        }
         let (value, hash) = normalized_doc(doc, id)?;
         let extracted = fhir::extract(self.registry, &value);
         Ok(Normalized { value, hash, extracted })

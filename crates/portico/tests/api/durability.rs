@@ -25,7 +25,7 @@ fn free_port() -> u16 {
 
 async fn start(database_url: &str, port: u16) -> Running {
     let child = Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["serve", "--database-url", database_url, "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--database-url", database_url, "--listen", &format!("127.0.0.1:{port}"), "--dev-open-access"])
         .env("PORTICO_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -112,7 +112,14 @@ async fn bad_requests_get_operation_outcomes(backend: Backend) {
 }
 
 async fn body_limits_and_content_types(backend: Backend) {
-    let Some(s) = TestServer::start_with(backend, |c| c.max_body_bytes = 2048).await else { return };
+    let Some(s) = TestServer::start_with(backend, |c| {
+        c.max_body_bytes = 2048;
+        c.dev_open_access = true;
+    })
+    .await
+    else {
+        return;
+    };
     let big = json!({"resourceType": "Patient", "name": [{"text": "x".repeat(4096)}]});
     expect_outcome(
         s.client

@@ -74,7 +74,14 @@ fn uuid_simple() -> String {
 
 impl TestServer {
     /// Start a server with an empty database of the given backend (None: skipped).
+    /// The FHIR-core tests use the development open mode (no token needed); enforcement tests
+    /// use [`TestServer::start_enforcing`].
     pub async fn start(backend: Backend) -> Option<TestServer> {
+        Self::start_with(backend, |c| c.dev_open_access = true).await
+    }
+
+    /// A server that enforces tokens on the FHIR API, as in production.
+    pub async fn start_enforcing(backend: Backend) -> Option<TestServer> {
         Self::start_with(backend, |_| {}).await
     }
 
@@ -82,6 +89,12 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let (database_url, pg_database) = fresh_database(backend, &dir).await?;
         Some(Self::serve(database_url, pg_database, dir, tweak).await)
+    }
+
+    /// Load resources straight into the store (no token needed), e.g. to seed an enforcing
+    /// server.
+    pub async fn seed(&self, resources: Vec<Value>) {
+        self.store.import(resources).await.expect("seed resources");
     }
 
     /// Serve an existing database (e.g. one filled by `portico import`).

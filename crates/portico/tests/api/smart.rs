@@ -87,12 +87,12 @@ pub fn authorize_url(server: &TestServer, client_id: &str, scope: &str, extra: &
 
 /// Seed patients, a public app, a confidential app, and accounts.
 pub async fn setup(server: &TestServer) {
+    let mut resources = Vec::new();
     for (id, given, family) in [("p1", "Alice", "Member"), ("p2", "Bobby", "Member"), ("p3", "Carol", "Other")] {
-        let patient = json!({"resourceType": "Patient", "id": id, "name": [{"given": [given], "family": family}], "birthDate": "1990-01-01"});
-        assert_eq!(server.put(&format!("Patient/{id}"), &patient).await.0, 201);
+        resources.push(json!({"resourceType": "Patient", "id": id, "name": [{"given": [given], "family": family}], "birthDate": "1990-01-01"}));
     }
-    let encounter = json!({"resourceType": "Encounter", "id": "e1", "status": "finished", "class": {"code": "AMB"}, "subject": {"reference": "Patient/p3"}});
-    assert_eq!(server.put("Encounter/e1", &encounter).await.0, 201);
+    resources.push(json!({"resourceType": "Encounter", "id": "e1", "status": "finished", "class": {"code": "AMB"}, "subject": {"reference": "Patient/p3"}}));
+    server.seed(resources).await;
     register(server, "growth", ClientType::Public, vec![REDIRECT.into()], DEFAULT_APP_SCOPES).await;
     let hash = auth::password::hash_secret(PASSWORD).unwrap();
     for (username, patients) in [("alice", vec!["p1", "p2"]), ("carol", vec!["p3"])] {
@@ -286,7 +286,7 @@ fn id_token_claims(jwks: &Value, token: &str) -> Value {
 }
 
 async fn discovery_documents(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     let (s, smart) = server.get(".well-known/smart-configuration").await;
     assert_eq!(s, 200);
     for field in [
@@ -361,7 +361,7 @@ async fn discovery_documents(backend: Backend) {
 }
 
 async fn standalone_launch_with_picker_and_choices(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let browser = Browser::new();
     let scope =
@@ -431,7 +431,7 @@ async fn standalone_launch_with_picker_and_choices(backend: Backend) {
 }
 
 async fn code_is_single_use_and_reuse_revokes(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let browser = Browser::new();
     let back = approve(&server, &browser, "launch/patient offline_access patient/*.rs", Some("p1"), &[]).await;
@@ -457,7 +457,7 @@ async fn code_is_single_use_and_reuse_revokes(backend: Backend) {
 }
 
 async fn authorize_errors(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let scope = "launch/patient patient/*.rs";
     let browser = Browser::new();
@@ -503,7 +503,7 @@ async fn authorize_errors(backend: Backend) {
 }
 
 async fn token_errors(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let fresh_code = || async {
         let browser = Browser::new();
@@ -576,7 +576,7 @@ async fn token_errors(backend: Backend) {
 }
 
 async fn refresh_rotation_narrowing_and_reuse(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let browser = Browser::new();
     let back = approve(
@@ -634,7 +634,7 @@ async fn refresh_rotation_narrowing_and_reuse(backend: Backend) {
 }
 
 async fn introspection_and_revocation(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let get_tokens = || async {
         let browser = Browser::new();
@@ -711,7 +711,7 @@ async fn introspection_and_revocation(backend: Backend) {
 }
 
 async fn confidential_client_authentication(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let registered =
         register(&server, "portal", ClientType::ConfidentialSymmetric, vec![REDIRECT.into()], DEFAULT_APP_SCOPES).await;
@@ -805,7 +805,7 @@ pub fn assertion(key: &EncodingKey, kid: &str, client_id: &str, aud: &str, jti: 
 }
 
 async fn backend_services(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let (jwks, key, kid) = backend_keys();
     register_with(
@@ -863,7 +863,7 @@ async fn backend_services(backend: Backend) {
 }
 
 async fn ehr_launch(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let registered =
         register_with(&server, "ehr", ClientType::ConfidentialSymmetric, vec![], "user/*.rs", None, true).await;
@@ -916,7 +916,7 @@ async fn ehr_launch(backend: Backend) {
 }
 
 async fn sign_in_failures_say_nothing_about_accounts(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let browser = Browser::new();
     let url = authorize_url(&server, "growth", "launch/patient patient/*.rs", &[]);
@@ -942,7 +942,7 @@ async fn sign_in_failures_say_nothing_about_accounts(backend: Backend) {
 }
 
 async fn forms_are_bound_to_their_browser(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let browser = Browser::new();
     let after = sign_in(
@@ -1040,7 +1040,7 @@ async fn dynamic_registration(backend: Backend) {
 }
 
 async fn key_rotation_keeps_issued_tokens_valid(backend: Backend) {
-    let Some(server) = TestServer::start(backend).await else { return };
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
     let browser = Browser::new();
     let back = approve(&server, &browser, "launch/patient offline_access patient/*.rs", Some("p1"), &[]).await;

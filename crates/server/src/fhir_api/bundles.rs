@@ -50,7 +50,12 @@ pub fn searchset(state: &AppState, request: &SearchRequest, pairs: &[(String, St
     fhir_json(StatusCode::OK, bundle.finish())
 }
 
-pub async fn history(state: &AppState, scope: HistoryScope, query: Option<&str>) -> Result<Response, ApiError> {
+pub async fn history(
+    state: &AppState,
+    scope: HistoryScope,
+    query: Option<&str>,
+    restriction: &store::Restriction,
+) -> Result<Response, ApiError> {
     let pairs = query_pairs(query);
     let mut since_ms = None;
     let mut count = fhir::search::DEFAULT_COUNT;
@@ -84,7 +89,7 @@ pub async fn history(state: &AppState, scope: HistoryScope, query: Option<&str>)
         HistoryScope::Type(t) => format!("{base}/{t}/_history"),
         HistoryScope::Instance(t, id) => format!("{base}/{t}/{id}/_history"),
     };
-    let page = state.store.history(&HistoryQuery { scope, since_ms, count, cursor }).await?;
+    let page = state.store.history(&HistoryQuery { scope, since_ms, count, cursor }, restriction).await?;
     let mut links = vec![("self", url_with(&path, &pairs, None))];
     if let Some(c) = &page.next_cursor {
         links.push(("next", url_with(&path, &pairs, Some(c))));
@@ -112,7 +117,12 @@ pub async fn history(state: &AppState, scope: HistoryScope, query: Option<&str>)
     Ok(fhir_json(StatusCode::OK, bundle.finish()))
 }
 
-pub async fn everything(state: &AppState, id: &str, query: Option<&str>) -> Result<Response, ApiError> {
+pub async fn everything(
+    state: &AppState,
+    id: &str,
+    query: Option<&str>,
+    restriction: &store::Restriction,
+) -> Result<Response, ApiError> {
     let pairs = query_pairs(query);
     let mut q = EverythingQuery { patient_id: id.to_string(), since_ms: None, types: None, count: 100, cursor: None };
     for (name, value) in &pairs {
@@ -152,7 +162,7 @@ pub async fn everything(state: &AppState, id: &str, query: Option<&str>) -> Resu
         }
         ReadOutcome::NotFound => return Err(ApiError::not_found(format!("Patient/{id} is not known"))),
     }
-    let page = state.store.everything(&q).await?;
+    let page = state.store.everything(&q, restriction).await?;
     let base = &state.config.base_url;
     let path = format!("{base}/Patient/{id}/$everything");
     let mut links = vec![("self", url_with(&path, &pairs, None))];
@@ -173,7 +183,7 @@ fn full_url(base: &str, r: &StoredResource) -> String {
 }
 
 /// `path?pairs` with `_cursor` replaced.
-fn url_with(path: &str, pairs: &[(String, String)], cursor: Option<&str>) -> String {
+pub(crate) fn url_with(path: &str, pairs: &[(String, String)], cursor: Option<&str>) -> String {
     let mut serializer = form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs.iter().filter(|(k, _)| k != "_cursor") {
         serializer.append_pair(k, v);

@@ -1,51 +1,85 @@
 //! Instance reads: read, vread, instance history, and `$everything`.
 
-use axum::extract::{Path, RawQuery, State};
+use std::sync::Arc;
+
+use auth::Interaction;
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use oauth::access::Access;
 use store::{ReadOutcome, StoreError};
 
-use super::{bundles, known_type, possible_id};
+use super::access::AuditPatient;
+use super::{bundles, guard, known_type, possible_id};
 use crate::error::ApiError;
 use crate::response;
 use crate::AppState;
 
 pub async fn read_or_type_history(
     State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
     Path((rtype, id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
     if id == "_history" {
-        return bundles::history(&state, store::HistoryScope::Type(rtype), query.as_deref()).await;
+        let restriction = guard::restriction(&access, &rtype, Interaction::Read)?;
+        return bundles::history(&state, store::HistoryScope::Type(rtype), query.as_deref(), &restriction).await;
     }
     possible_id(&rtype, &id)?;
+    if rtype == "AuditEvent" {
+        return super::audit_events::read(&state, &access, &id).await;
+    }
+    guard::one(&state, &access, &rtype, &id, Interaction::Read).await?;
     let outcome = state.store.read(&rtype, &id).await?;
-    found(outcome, &rtype, &id)
+    let mut response = found(outcome.clone(), &rtype, &id)?;
+    if access.patient.is_none() {
+        if let ReadOutcome::Found(stored) = &outcome {
+            if let Some(p) = guard::patient_of(&rtype, &id, &stored.body) {
+                response.extensions_mut().insert(AuditPatient(p));
+            }
+        }
+    }
+    Ok(response)
 }
 
 pub async fn vread(
     State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
     Path((rtype, id, vid)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
     possible_id(&rtype, &id)?;
     let version: i64 =
         vid.parse().map_err(|_| ApiError::not_found(format!("'{vid}' is not a version of {rtype}/{id}")))?;
+    guard::one(&state, &access, &rtype, &id, Interaction::Read).await?;
     let outcome = state.store.vread(&rtype, &id, version).await?;
     found(outcome, &rtype, &id)
 }
 
 pub async fn operation(
     State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
     Path((rtype, id, op)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
     possible_id(&rtype, &id)?;
     match (rtype.as_str(), op.as_str()) {
-        (_, "_history") => bundles::history(&state, store::HistoryScope::Instance(rtype, id), query.as_deref()).await,
-        ("Patient", "$everything") => bundles::everything(&state, &id, query.as_deref()).await,
+        (_, "_history") => {
+            let restriction = guard::one(&state, &access, &rtype, &id, Interaction::Read).await?;
+            bundles::history(&state, store::HistoryScope::Instance(rtype, id), query.as_deref(), &restriction).await
+        }
+        ("Patient", "$everything") => {
+            let restriction =
+                access.restriction_any(Interaction::Search).map_err(|r| super::access::refused(r, "$everything"))?;
+            if restriction.patients.as_ref().is_some_and(|p| !p.contains(&id)) {
+                return Err(ApiError::not_found(format!("Patient/{id} is not known")));
+            }
+            let mut response = bundles::everything(&state, &id, query.as_deref(), &restriction).await?;
+            response.extensions_mut().insert(AuditPatient(id));
+            Ok(response)
+        }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not-supported",

@@ -1,7 +1,9 @@
 //! The FHIR R4 REST API under `/fhir`.
 
 pub mod access;
+mod audit_events;
 mod bundles;
+mod guard;
 mod instance;
 pub mod metadata;
 mod search;

@@ -1,12 +1,16 @@
 //! create, update, delete (plain and conditional).
 
-use axum::extract::{Path, RawQuery, State};
+use std::sync::Arc;
+
+use auth::Interaction;
+use axum::extract::{Extension, Path, RawQuery, State};
+use oauth::access::Access;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use store::{EntryResult, RestWrite, RestWriteKind};
 
-use super::{known_type, possible_id};
+use super::{guard, known_type, possible_id};
 use crate::error::ApiError;
 use crate::request::{if_match, FhirBody, Prefer};
 use crate::response;
@@ -14,11 +18,18 @@ use crate::AppState;
 
 pub async fn create(
     State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
     Path(rtype): Path<String>,
     body: FhirBody,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    server_written(&rtype)?;
     check_type(&body.value, &rtype)?;
+    let restriction = guard::restriction(&access, &rtype, Interaction::Create)?;
+    guard::content(&restriction, &rtype, &body.value)?;
+    if body.headers.contains_key("if-none-exist") {
+        guard::unrestricted(&restriction, "a conditional create")?;
+    }
     let if_none_exist = body
         .headers
         .get("if-none-exist")
@@ -34,11 +45,23 @@ pub async fn create(
 
 pub async fn update(
     State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
     Path((rtype, id)): Path<(String, String)>,
     body: FhirBody,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    server_written(&rtype)?;
     check_type(&body.value, &rtype)?;
+    let restriction = guard::restriction(&access, &rtype, Interaction::Update)?;
+    // An existing resource must be one the caller may change; a new one needs create permission.
+    if possible_id(&rtype, &id).is_ok() && state.store.read(&rtype, &id).await? != store::ReadOutcome::NotFound {
+        if !state.store.visible(&rtype, &id, &restriction).await? {
+            return Err(ApiError::not_found(format!("{rtype}/{id} is not known")));
+        }
+    } else {
+        guard::restriction(&access, &rtype, Interaction::Create)?;
+    }
+    guard::content(&restriction, &rtype, &body.value)?;
     match body.value.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
@@ -61,12 +84,16 @@ pub async fn update(
 
 pub async fn conditional_update(
     State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
     body: FhirBody,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    server_written(&rtype)?;
     check_type(&body.value, &rtype)?;
+    let restriction = guard::restriction(&access, &rtype, Interaction::Update)?;
+    guard::unrestricted(&restriction, "a conditional update")?;
     let query =
         query.filter(|q| !q.is_empty()).ok_or_else(|| ApiError::bad_request("PUT on a type needs search criteria"))?;
     let prefer = Prefer::from_headers(&body.headers);
@@ -84,21 +111,31 @@ pub async fn conditional_update(
 
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    server_written(&rtype)?;
     possible_id(&rtype, &id)?;
+    let restriction = guard::restriction(&access, &rtype, Interaction::Delete)?;
+    if !state.store.visible(&rtype, &id, &restriction).await? && state.store.read(&rtype, &id).await? != store::ReadOutcome::NotFound {
+        return Err(ApiError::not_found(format!("{rtype}/{id} is not known")));
+    }
     delete_url(&state, format!("{rtype}/{id}"), &headers).await
 }
 
 pub async fn conditional_delete(
     State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    server_written(&rtype)?;
+    let restriction = guard::restriction(&access, &rtype, Interaction::Delete)?;
+    guard::unrestricted(&restriction, "a conditional delete")?;
     let query = query
         .filter(|q| !q.is_empty())
         .ok_or_else(|| ApiError::bad_request("DELETE on a type needs search criteria"))?;
@@ -119,6 +156,15 @@ async fn delete_url(state: &AppState, url: String, headers: &HeaderMap) -> Resul
         response::version_headers(response.headers_mut(), version, lu);
     }
     Ok(response)
+}
+
+/// The audit trail is written by the server alone.
+fn server_written(rtype: &str) -> Result<(), ApiError> {
+    if rtype == "AuditEvent" {
+        Err(guard::forbidden("AuditEvent resources are written by the server; they cannot be created or changed"))
+    } else {
+        Ok(())
+    }
 }
 
 fn check_type(body: &Value, rtype: &str) -> Result<(), ApiError> {
