@@ -6,6 +6,7 @@ import { execFile, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -65,6 +66,8 @@ function childEnv() {
   return env;
 }
 
+const EXIT_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE"];
+
 /**
  * `portico demo` on a fresh SQLite file. Resolves once the banner's last line (Ctrl-C) is
  * printed, with the FHIR base URL and the demo people parsed from the banner.
@@ -82,6 +85,15 @@ export async function startPortico(dir) {
   child.stdout.setEncoding("utf8").on("data", (d) => (stdout += d));
   child.stderr.setEncoding("utf8").on("data", (d) => (stderr += d));
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+  // If this process ends without the after() hook (a crash, Ctrl-C, or the runner's output
+  // closed under it, which arrives as SIGPIPE), the server must not outlive it.
+  const killOnExit = () => child.kill("SIGKILL");
+  const killOnSignal = (signal) => {
+    killOnExit();
+    process.exit(128 + os.constants.signals[signal]);
+  };
+  process.once("exit", killOnExit);
+  for (const signal of EXIT_SIGNALS) process.once(signal, killOnSignal);
 
   await new Promise((resolve, reject) => {
     const timer = setTimeout(() => fail(new Error("portico demo did not finish starting within 90 s")), 90_000);
@@ -127,6 +139,8 @@ export async function startPortico(dir) {
     childIds,
     output: () => ({ stdout, stderr }),
     async stop() {
+      process.off("exit", killOnExit);
+      for (const signal of EXIT_SIGNALS) process.off(signal, killOnSignal);
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill("SIGTERM");
       const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);

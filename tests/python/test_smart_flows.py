@@ -668,14 +668,8 @@ def test_parent_chooses_a_child(smart):
     assert claims["patient"] == child and claims["client_id"] == smart.app.client_id
 
 
-SCOPES_NOT_ENFORCED = pytest.mark.xfail(
-    strict=True,
-    reason="server bug: the FHIR API checks that a bearer token is valid but ignores its scopes and "
-    "patient context (crates/server/src/fhir_api/access.rs stores Caller, nothing reads it)",
-)
 
 
-@SCOPES_NOT_ENFORCED
 def test_patient_token_reads_only_its_patient(smart):
     child, other_child = smart.server.parent_children
     auth = new_authorization(smart)
@@ -690,7 +684,6 @@ def test_patient_token_reads_only_its_patient(smart):
     assert [e["resource"]["id"] for e in resp.json().get("entry", [])] == [child]
 
 
-@SCOPES_NOT_ENFORCED
 def test_read_only_token_cannot_write(smart):
     member = smart.server.member_id
     token = grant(smart, scope="launch/patient patient/*.rs")
@@ -795,11 +788,6 @@ def test_bad_redirect_uri_or_client_at_authorize(smart, case):
     assert "<h1>" in resp.text, resp.text[:300]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: the /auth/ pages (sign-in, picker, consent, error) are HTML sent as text/plain "
-    "(with nosniff), since pages::html builds them from a String response",
-)
 def test_auth_pages_are_html(smart):
     resp = requests.get(
         smart.config["authorization_endpoint"],

@@ -139,7 +139,11 @@ impl Access {
                 None => return Err(Refusal::Scope("patient/ scopes need a patient in context".into())),
             },
         };
-        Ok(Restriction { patients, withheld: self.withheld.clone(), types: type_rules(&self.scopes, context, interaction) })
+        Ok(Restriction {
+            patients,
+            withheld: self.withheld.clone(),
+            types: type_rules(&self.scopes, context, interaction),
+        })
     }
 }
 
@@ -341,7 +345,10 @@ mod tests {
         }
         // A filter on a parameter the type does not have matches nothing rather than everything.
         let odd = person(access("patient/Observation.rs?nonsense=1", Some("p1"), None));
-        assert_eq!(odd.restriction("Observation", Interaction::Search).unwrap().types.rule("Observation"), &TypeRule::Filtered(vec![]));
+        assert_eq!(
+            odd.restriction("Observation", Interaction::Search).unwrap().types.rule("Observation"),
+            &TypeRule::Filtered(vec![])
+        );
     }
 
     #[test]

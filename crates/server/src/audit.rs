@@ -16,7 +16,7 @@ const EVERY: Duration = Duration::from_millis(100);
 const QUEUE: usize = 50_000;
 
 enum Message {
-    Record(AuditRecord),
+    Record(Box<AuditRecord>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -35,7 +35,7 @@ impl AuditLog {
     /// Queue a record. Never fails the request: if the writer is gone (shutting down), the record
     /// is logged instead.
     pub fn record(&self, record: AuditRecord) {
-        match self.sender.try_send(Message::Record(record)) {
+        match self.sender.try_send(Message::Record(Box::new(record))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(Message::Record(record))) => {
                 // Back-pressure without blocking the response: a task waits for room.
@@ -69,7 +69,7 @@ async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Message>) {
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Record(r) => batch.push(r),
+                Message::Record(r) => batch.push(*r),
                 Message::Flush(done) => {
                     waiting.push(done);
                     break;

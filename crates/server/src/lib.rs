@@ -1,6 +1,7 @@
 //! Portico's HTTP edge. Handlers parse the request, call the store or domain, and map the
 //! result; they hold no business rules.
 
+mod account;
 mod audit;
 pub mod config;
 mod demo_app;
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .merge(oauth_api::routes())
+        .merge(account::routes())
         .merge(demo_app::routes(state.config.demo_app))
         // Public FHIR-base documents: no token needed, none checked.
         .route(

@@ -69,7 +69,8 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
-const AUDIT_COLS: &str = "id, recorded_ms, interaction, action, outcome, status, user_id, fhir_user, client_id, grant_id, \
+const AUDIT_COLS: &str =
+    "id, recorded_ms, interaction, action, outcome, status, user_id, fhir_user, client_id, grant_id, \
      patient_id, resource_type, resource_id, detail";
 const AUDIT_KINDS: [Col; 14] = [
     Col::Int,
@@ -114,12 +115,14 @@ impl Store {
                         .push(" AND m.ttype = 'Practitioner'");
                 }
                 PractitionerLink::GeneralPractitioner => {
-                    sql.push("SELECT r.id FROM idx_reference g JOIN resources r ON r.rkey = g.rkey AND r.deleted = 0 \
-                              AND r.rtype = 'Patient' WHERE g.p = ")
-                        .bind(param_key("Patient", "general-practitioner"))
-                        .push(" AND g.tid = ")
-                        .bind(practitioner_id)
-                        .push(" AND g.ttype = 'Practitioner'");
+                    sql.push(
+                        "SELECT r.id FROM idx_reference g JOIN resources r ON r.rkey = g.rkey AND r.deleted = 0 \
+                              AND r.rtype = 'Patient' WHERE g.p = ",
+                    )
+                    .bind(param_key("Patient", "general-practitioner"))
+                    .push(" AND g.tid = ")
+                    .bind(practitioner_id)
+                    .push(" AND g.ttype = 'Practitioner'");
                 }
                 PractitionerLink::Assigned => {
                     sql.push("SELECT patient_id FROM user_patients WHERE user_id = ").bind(user_id.as_str());
@@ -148,7 +151,11 @@ impl Store {
 
     /// Assign a patient to an organization (its practitioners may see them). False when it
     /// already was.
-    pub async fn assign_to_organization(&self, organization_id: &str, patient: &PatientId) -> Result<bool, AuthStoreError> {
+    pub async fn assign_to_organization(
+        &self,
+        organization_id: &str,
+        patient: &PatientId,
+    ) -> Result<bool, AuthStoreError> {
         let mut sql = Sql::new(self.dialect());
         sql.push("INSERT INTO organization_patients (organization_id, patient_id) VALUES (")
             .bind(organization_id)

@@ -4,8 +4,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 use crate::cache::Cached;
-use crate::restrict::Restriction;
 use crate::db::{Col, RowExt, Sql};
+use crate::restrict::Restriction;
 use crate::{Store, StoreError, StoredResource};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +157,9 @@ impl Store {
             let now_ms = crate::clock::epoch_ms(self.clock.now());
             sql.push(" AND EXISTS (SELECT 1 FROM resources r WHERE r.rkey = h.rkey");
             match &query.scope {
-                HistoryScope::Type(t) | HistoryScope::Instance(t, _) => restriction.push(self, &mut sql, t, now_ms, false),
+                HistoryScope::Type(t) | HistoryScope::Instance(t, _) => {
+                    restriction.push(self, &mut sql, t, now_ms, false)
+                }
                 HistoryScope::System => {
                     let types = self.registry.resource_types();
                     restriction.push_any_type(self, &mut sql, &types, now_ms);

@@ -18,9 +18,9 @@ use fhir::ParamType;
 use serde_json::Value;
 
 use crate::cache::Cached;
-use crate::restrict::Restriction;
 use crate::clock::epoch_ms;
 use crate::db::{Col, Conn, RowExt, Sql, SqlValue};
+use crate::restrict::Restriction;
 use crate::{param_key, Store, StoreError, StoredResource};
 
 /// The most resources `_include`/`_revinclude` add to one page.
@@ -52,7 +52,11 @@ const EVERYTHING_REFERENCED: &[&str] =
 
 impl Store {
     /// Search within what `restriction` lets the caller see (matches, totals and includes alike).
-    pub async fn search(&self, request: &SearchRequest, restriction: &Restriction) -> Result<Arc<SearchPage>, StoreError> {
+    pub async fn search(
+        &self,
+        request: &SearchRequest,
+        restriction: &Restriction,
+    ) -> Result<Arc<SearchPage>, StoreError> {
         let Some(cache) = &self.cache else { return self.search_db(request, restriction).await.map(Arc::new) };
         // The parsed request and the caller's restriction are the key: equal inputs are equal
         // searches.
@@ -278,7 +282,11 @@ impl Store {
 
     /// `Patient/{id}/$everything`: the patient's compartment, paged by rkey, plus the
     /// practitioners, organizations, locations and medications those records point to.
-    pub async fn everything(&self, query: &EverythingQuery, restriction: &Restriction) -> Result<SearchPage, StoreError> {
+    pub async fn everything(
+        &self,
+        query: &EverythingQuery,
+        restriction: &Restriction,
+    ) -> Result<SearchPage, StoreError> {
         let mut lease = self.pool.read_conn().await?;
         let mut conn = lease.conn();
         let after = match &query.cursor {

@@ -30,6 +30,8 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     /// The authorization server behind the HTTP endpoints.
     pub auth: oauth::AuthServer,
+    /// The audit trail writer (`flush` before reading the trail).
+    pub audit: server::AuditLog,
     _dir: tempfile::TempDir,
     pg_database: Option<String>,
     task: tokio::task::JoinHandle<()>,
@@ -115,12 +117,13 @@ impl TestServer {
         tweak(&mut config);
         let state = AppState::new(store.clone(), config).await.expect("server state");
         let auth = state.auth.clone();
+        let audit = state.audit.clone();
         let task = tokio::spawn(async move {
             let _ = server::serve(listener, state).await;
         });
         let client =
             reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client");
-        TestServer { base, origin, client, database_url, store, clock, auth, _dir: dir, pg_database, task }
+        TestServer { base, origin, client, database_url, store, clock, auth, audit, _dir: dir, pg_database, task }
     }
 
     pub fn url(&self, path: &str) -> String {

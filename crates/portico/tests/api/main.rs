@@ -6,6 +6,7 @@ mod harness;
 mod cli;
 mod crud;
 mod durability;
+mod enforcement;
 mod errors;
 mod fixtures;
 mod hostile;

@@ -53,7 +53,15 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Err(response) => (None, response),
     };
     let patient = response.extensions().get::<AuditPatient>().map(|p| p.0.clone());
-    state.audit.record(audit_record(&state, &method, &path, query.as_deref(), access.as_deref(), patient, response.status()));
+    state.audit.record(audit_record(
+        &state,
+        &method,
+        &path,
+        query.as_deref(),
+        access.as_deref(),
+        patient,
+        response.status(),
+    ));
     response
 }
 
@@ -85,10 +93,16 @@ fn audit_record(
         outcome,
         status: i64::from(status.as_u16()),
         user_id: token.and_then(|t| t.grant.user_id.as_ref()).map(|u| u.to_string()),
-        fhir_user: token.and_then(|t| t.claims.fhir_user.clone()).or_else(|| access.and_then(|a| a.user()).and_then(|u| u.fhir_user.clone())),
+        fhir_user: token
+            .and_then(|t| t.claims.fhir_user.clone())
+            .or_else(|| access.and_then(|a| a.user()).and_then(|u| u.fhir_user.clone())),
         client_id: token.map(|t| t.grant.client_id.to_string()),
         grant_id: token.map(|t| t.grant.grant_id.to_string()),
-        patient_id: access.and_then(|a| a.patient.clone()).or(patient),
+        patient_id: access.and_then(|a| a.patient.clone()).or(patient).or_else(|| match segments.as_slice() {
+            // A refused request names its patient only in the path, if at all.
+            ["Patient", id, ..] if !id.starts_with('_') => Some((*id).to_owned()),
+            _ => None,
+        }),
         resource_type: segments.first().filter(|s| !s.starts_with('_')).map(|s| (*s).to_owned()),
         resource_id: segments.get(1).filter(|s| !s.starts_with('_') && !s.starts_with('$')).map(|s| (*s).to_owned()),
         detail: detail(&segments, query),
@@ -147,7 +161,8 @@ fn unauthorized_missing() -> Response {
 /// 401 with the RFC 6750 challenge and an OperationOutcome saying why.
 pub fn unauthorized(why: &str) -> Response {
     let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "login", format!("the access token is not valid: {why}")).into_response();
+        ApiError::new(StatusCode::UNAUTHORIZED, "login", format!("the access token is not valid: {why}"))
+            .into_response();
     let challenge = format!("Bearer error=\"invalid_token\", error_description=\"{}\"", why.replace(['"', '\\'], "'"));
     if let Ok(v) = HeaderValue::from_str(&challenge) {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, v);

@@ -23,9 +23,7 @@ fn allowed(access: &Access, interaction: Interaction) -> Result<(), ApiError> {
     let ok = match &access.principal {
         Principal::DevOpen => true,
         Principal::Person(_) if access.is_admin() => access.restriction("AuditEvent", interaction).is_ok(),
-        Principal::Service => {
-            access.restriction("AuditEvent", interaction).is_ok_and(|r| r.patients.is_none())
-        }
+        Principal::Service => access.restriction("AuditEvent", interaction).is_ok_and(|r| r.patients.is_none()),
         Principal::Person(_) => false,
     };
     if ok {
@@ -101,7 +99,11 @@ pub async fn search(state: &AppState, access: &Access, pairs: &[(String, String)
     let mut bundle = BundleWriter::new("searchset", None, &links);
     for r in &records {
         let body = to_fhir(r, base).to_string();
-        bundle.entry(Some(&format!("{base}/AuditEvent/{}", r.id)), Some(&body), &[("search", json!({"mode": "match"}))]);
+        bundle.entry(
+            Some(&format!("{base}/AuditEvent/{}", r.id)),
+            Some(&body),
+            &[("search", json!({"mode": "match"}))],
+        );
     }
     Ok(fhir_json(StatusCode::OK, bundle.finish()))
 }

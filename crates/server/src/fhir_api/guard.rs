@@ -133,7 +133,7 @@ pub fn patient_of(resource_type: &str, id: &str, body: &str) -> Option<String> {
         return Some(id.to_owned());
     }
     let value: Value = serde_json::from_str(body).ok()?;
-    ["subject", "patient", "beneficiary"].iter().find_map(|k| {
-        value.get(k)?.get("reference")?.as_str()?.strip_prefix("Patient/").map(str::to_owned)
-    })
+    ["subject", "patient", "beneficiary"]
+        .iter()
+        .find_map(|k| value.get(k)?.get("reference")?.as_str()?.strip_prefix("Patient/").map(str::to_owned))
 }

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use auth::Interaction;
 use axum::extract::{Extension, RawQuery, State};
-use oauth::access::Access;
 use axum::http::StatusCode;
 use axum::response::Response;
 use fhir::outcome::operation_outcome;
+use oauth::access::Access;
 use serde_json::{json, Value};
 use store::clock::instant_text;
 
@@ -76,7 +76,17 @@ async fn check_entries(state: &AppState, access: &Access, bundle: &Value) -> Res
     }
     let entries = bundle.get("entry").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     for (i, entry) in entries.iter().enumerate() {
-        let at = |e: ApiError| ApiError { issues: e.issues.into_iter().map(|mut issue| { issue.diagnostics = format!("Bundle.entry[{i}]: {}", issue.diagnostics); issue }).collect(), ..e };
+        let at = |e: ApiError| ApiError {
+            issues: e
+                .issues
+                .into_iter()
+                .map(|mut issue| {
+                    issue.diagnostics = format!("Bundle.entry[{i}]: {}", issue.diagnostics);
+                    issue
+                })
+                .collect(),
+            ..e
+        };
         let request = entry.get("request").unwrap_or(&Value::Null);
         let method = request.get("method").and_then(Value::as_str).unwrap_or_default();
         let url = request.get("url").and_then(Value::as_str).unwrap_or_default();
@@ -98,7 +108,9 @@ async fn check_entries(state: &AppState, access: &Access, bundle: &Value) -> Res
             continue;
         }
         if let (Some(id), "PUT" | "DELETE") = (id, method) {
-            if !state.store.visible(rtype, id, &restriction).await? && state.store.read(rtype, id).await? != store::ReadOutcome::NotFound {
+            if !state.store.visible(rtype, id, &restriction).await?
+                && state.store.read(rtype, id).await? != store::ReadOutcome::NotFound
+            {
                 return Err(at(ApiError::not_found(format!("{rtype}/{id} is not known"))));
             }
         }

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use auth::Interaction;
 use axum::extract::{Extension, Path, RawQuery, State};
-use oauth::access::Access;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use oauth::access::Access;
 use serde_json::Value;
 use store::{EntryResult, RestWrite, RestWriteKind};
 
@@ -119,7 +119,9 @@ pub async fn delete(
     server_written(&rtype)?;
     possible_id(&rtype, &id)?;
     let restriction = guard::restriction(&access, &rtype, Interaction::Delete)?;
-    if !state.store.visible(&rtype, &id, &restriction).await? && state.store.read(&rtype, &id).await? != store::ReadOutcome::NotFound {
+    if !state.store.visible(&rtype, &id, &restriction).await?
+        && state.store.read(&rtype, &id).await? != store::ReadOutcome::NotFound
+    {
         return Err(ApiError::not_found(format!("{rtype}/{id} is not known")));
     }
     delete_url(&state, format!("{rtype}/{id}"), &headers).await

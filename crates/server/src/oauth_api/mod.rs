@@ -15,6 +15,8 @@ use oauth::{Challenge, ErrorCode, OAuthError};
 
 use crate::AppState;
 
+pub(crate) use form::{cookie, set_cookie, SESSION_COOKIE};
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/.well-known/smart-configuration", get(discovery::smart_configuration))
