@@ -209,8 +209,7 @@ impl AuthServer {
                     ),
                 ))
             }
-            // RFC 6749 §3.1.2.3: optional when exactly one is registered.
-            None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+            // SMART requires it, so a client that leaves it out is told rather than guessed for.
             None => {
                 return Err(page(
                     400,

@@ -17,7 +17,7 @@ pub enum Introspector<'a> {
 
 impl AuthServer {
     pub async fn introspect(&self, caller: Introspector<'_>, token: Option<&str>) -> Result<Value, OAuthError> {
-        match caller {
+        let caller_client = match caller {
             Introspector::Client(creds) => {
                 let client = self.authenticate_client(creds).await?;
                 if !client.is_authenticated() {
@@ -26,13 +26,19 @@ impl AuthServer {
                         Challenge::None,
                     ));
                 }
+                client.client.client_id
             }
-            Introspector::Bearer(t) => {
-                self.authenticate_bearer(t).await?;
-            }
-        }
+            Introspector::Bearer(t) => self.authenticate_bearer(t).await?.claims.client_id.clone(),
+        };
         let token = token.ok_or_else(|| OAuthError::invalid_request("token is required"))?;
-        if let Some(answer) = self.introspect_access_token(token).await? {
+        if let Some(mut answer) = self.introspect_access_token(token).await? {
+            // A resource server may check another client's token, but the person's username is
+            // only for the client the person signed in to.
+            if answer.get("client_id").and_then(Value::as_str) != Some(caller_client.as_str()) {
+                if let Some(map) = answer.as_object_mut() {
+                    map.remove("username");
+                }
+            }
             return Ok(answer);
         }
         if let Some(answer) = self.introspect_refresh_token(token).await? {

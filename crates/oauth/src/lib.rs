@@ -118,7 +118,18 @@ impl AuthServer {
             store,
             config,
         };
-        Ok(AuthServer { inner: Arc::new(inner) })
+        let server = AuthServer { inner: Arc::new(inner) };
+        // Revocations by other processes (an administrator's CLI, another server) reach this
+        // process's caches at once on PostgreSQL.
+        let weak = Arc::downgrade(&server.inner);
+        server.inner.store.watch_revocations(move |grant| match weak.upgrade() {
+            Some(inner) => {
+                inner.liveness.invalidate(&grant);
+                true
+            }
+            None => false,
+        });
+        Ok(server)
     }
 
     pub fn config(&self) -> &AuthConfig {

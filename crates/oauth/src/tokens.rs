@@ -63,6 +63,15 @@ impl AuthServer {
         self.token_response(grant, Extras { refresh_token: None, id_token: None, scopes: None, backend }).await
     }
 
+    /// Like [`Self::access_token_for`], with a refresh token when the grant allows one
+    /// (`offline_access`/`online_access` and a person).
+    pub async fn tokens_for(&self, grant: &Grant) -> Result<TokenResponse, OAuthError> {
+        let refresh_token =
+            if Self::grant_refreshes(grant) { Some(self.new_refresh_token(grant).await?) } else { None };
+        let backend = grant.user_id.is_none();
+        self.token_response(grant, Extras { refresh_token, id_token: None, scopes: None, backend }).await
+    }
+
     /// Does this grant get refresh tokens (`offline_access` or `online_access`, and a person)?
     pub(crate) fn grant_refreshes(grant: &Grant) -> bool {
         grant.user_id.is_some() && (grant.scopes.offline() || grant.scopes.online())

@@ -143,7 +143,7 @@ pub struct LaunchCreate {
 }
 
 async fn auth_server(admin: &AdminDb) -> Result<AuthServer, RunError> {
-    let store = open_store(&admin.db.database_url, &admin.base_url, 0).await?;
+    let store = open_store(&admin.db, &admin.base_url, 0).await?;
     let config = AuthConfig { fhir_base_url: admin.base_url.trim_end_matches('/').to_owned(), ..AuthConfig::default() };
     AuthServer::new(store, config).await.map_err(|e| RunError::Auth(e.to_string()))
 }
@@ -305,5 +305,190 @@ pub async fn launch(command: LaunchCommand) -> Result<(), RunError> {
     print_json(
         &serde_json::json!({ "launch": created.launch, "expires_in": created.expires_in, "iss": args.admin.base_url }),
     );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct AssignArgs {
+    #[command(flatten)]
+    pub admin: AdminDb,
+    /// The patient to give access to.
+    #[arg(long)]
+    pub patient: String,
+    /// A practitioner's (or other) account, by username.
+    #[arg(long, conflicts_with = "organization", required_unless_present = "organization")]
+    pub username: Option<String>,
+    /// An Organization id: practitioners with a PractitionerRole there see the patient.
+    #[arg(long)]
+    pub organization: Option<String>,
+}
+
+pub async fn assign(args: AssignArgs) -> Result<(), RunError> {
+    let server = auth_server(&args.admin).await?;
+    let patient: PatientId = args.patient.parse().map_err(|e: auth::AuthError| RunError::Auth(e.to_string()))?;
+    let added = match (&args.username, &args.organization) {
+        (Some(username), _) => {
+            let user = server
+                .store()
+                .user_by_username(username)
+                .await
+                .map_err(|e| RunError::Auth(e.to_string()))?
+                .ok_or_else(|| RunError::Auth(format!("no account {username:?}")))?;
+            server.store().add_user_patient(&user.user_id, &patient).await.map_err(|e| RunError::Auth(e.to_string()))?
+        }
+        (None, Some(org)) => {
+            server.store().assign_to_organization(org, &patient).await.map_err(|e| RunError::Auth(e.to_string()))?
+        }
+        (None, None) => return Err(RunError::Auth("give --username or --organization".into())),
+    };
+    print_json(&serde_json::json!({ "patient": patient, "assigned": added, "already": !added }));
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum GrantCommand {
+    /// List a person's grants (live, expired and revoked) as JSON.
+    List(GrantList),
+    /// Revoke a grant and everything issued from it (tokens stop at once).
+    Revoke(GrantRevoke),
+}
+
+#[derive(Args)]
+pub struct GrantList {
+    #[command(flatten)]
+    pub admin: AdminDb,
+    #[arg(long)]
+    pub username: String,
+}
+
+#[derive(Args)]
+pub struct GrantRevoke {
+    #[command(flatten)]
+    pub admin: AdminDb,
+    /// The grant id (see `portico grant list`).
+    pub grant: String,
+}
+
+pub async fn grant(command: GrantCommand) -> Result<(), RunError> {
+    match command {
+        GrantCommand::List(args) => {
+            let server = auth_server(&args.admin).await?;
+            let err = |e: store::auth::AuthStoreError| RunError::Auth(e.to_string());
+            let user = server
+                .store()
+                .user_by_username(&args.username)
+                .await
+                .map_err(err)?
+                .ok_or_else(|| RunError::Auth(format!("no account {:?}", args.username)))?;
+            let now = server.now();
+            let grants = server.store().grants_for_user(&user.user_id).await.map_err(err)?;
+            let list: Vec<serde_json::Value> = grants
+                .iter()
+                .map(|g| {
+                    serde_json::json!({
+                        "grant": g.grant_id, "client_id": g.client_id, "scope": g.scopes.to_string(),
+                        "patient": g.patient_id, "withheld": g.withheld, "created_at": g.created_at,
+                        "expires_at": g.expires_at, "revoked_at": g.revoked_at, "live": g.is_live(now),
+                    })
+                })
+                .collect();
+            print_json(&serde_json::Value::Array(list));
+            Ok(())
+        }
+        GrantCommand::Revoke(args) => {
+            let server = auth_server(&args.admin).await?;
+            let id: auth::GrantId = args.grant.parse().map_err(|e: auth::AuthError| RunError::Auth(e.to_string()))?;
+            let revoked = server.revoke_grant(&id, "admin:cli").await.map_err(|e| RunError::Auth(e.to_string()))?;
+            print_json(&serde_json::json!({ "revoked": revoked }));
+            Ok(())
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Record a grant for a person (or a backend client) and print tokens for it, without an
+    /// OAuth flow: for operators testing an integration, and for benchmarks. The grant appears on
+    /// the person's Connected apps page and can be revoked like any other.
+    Issue(TokenIssue),
+}
+
+#[derive(Args)]
+pub struct TokenIssue {
+    #[command(flatten)]
+    pub admin: AdminDb,
+    /// The registered app the grant is for.
+    #[arg(long)]
+    pub client: String,
+    /// The person (omit for a backend service token).
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Space-separated scopes (limited to what the client may have).
+    #[arg(long)]
+    pub scopes: String,
+    /// The patient in context (needed for patient/ scopes).
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// Sensitive categories withheld (behavioral-health, substance-use, sexual-reproductive, hiv).
+    #[arg(long = "withhold")]
+    pub withheld: Vec<String>,
+    /// Grant lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub lifetime: i64,
+}
+
+pub async fn token(command: TokenCommand) -> Result<(), RunError> {
+    let TokenCommand::Issue(args) = command;
+    let server = auth_server(&args.admin).await?;
+    let err = |e: store::auth::AuthStoreError| RunError::Auth(e.to_string());
+    let client_id: auth::ClientId = args.client.parse().map_err(|e: auth::AuthError| RunError::Auth(e.to_string()))?;
+    let client = server
+        .store()
+        .client(&client_id)
+        .await
+        .map_err(err)?
+        .ok_or_else(|| RunError::Auth(format!("no client {:?}", args.client)))?;
+    let (asked, dropped) = auth::ScopeSet::parse(&args.scopes);
+    if !dropped.is_empty() {
+        return Err(RunError::Auth(format!("unknown scopes: {}", dropped.join(" "))));
+    }
+    let scopes = client.allowed_scopes.narrow_to(&asked);
+    let user_id = match &args.username {
+        Some(u) => Some(
+            server
+                .store()
+                .user_by_username(u)
+                .await
+                .map_err(err)?
+                .ok_or_else(|| RunError::Auth(format!("no account {u:?}")))?
+                .user_id,
+        ),
+        None => None,
+    };
+    if scopes.has_patient_scopes() && args.patient.is_none() {
+        return Err(RunError::Auth("patient/ scopes need --patient".into()));
+    }
+    let withheld = args
+        .withheld
+        .iter()
+        .map(|w| w.parse::<auth::SensitiveCategory>().map_err(|e| RunError::Auth(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let patient_id = match &args.patient {
+        Some(p) => Some(p.parse::<PatientId>().map_err(|e| RunError::Auth(e.to_string()))?),
+        None => None,
+    };
+    let grant = server
+        .store()
+        .create_grant(store::auth::NewGrant {
+            user_id,
+            patient_id,
+            withheld,
+            lifetime_seconds: Some(args.lifetime),
+            ..store::auth::NewGrant::new(client_id, scopes)
+        })
+        .await
+        .map_err(err)?;
+    let tokens = server.tokens_for(&grant).await.map_err(|e| RunError::Auth(e.to_string()))?;
+    print_json(&serde_json::to_value(&tokens).unwrap_or_default());
     Ok(())
 }

@@ -27,7 +27,7 @@ pub struct ImportSummary {
 }
 
 pub async fn run(args: ImportArgs) -> Result<ImportSummary, RunError> {
-    let store = open_store(&args.db.database_url, "http://localhost/fhir", 0).await?;
+    let store = open_store(&args.db, "http://localhost/fhir", 0).await?;
     let files = collect_files(&args.paths);
     if files.is_empty() {
         return Err(RunError::Import("no .json, .ndjson, .json.gz or .ndjson.gz files found".into()));

@@ -36,6 +36,14 @@ enum Command {
     /// Create sign-in accounts.
     #[command(subcommand)]
     User(admin::UserCommand),
+    /// Give a practitioner's account or an organization access to a patient.
+    Assign(admin::AssignArgs),
+    /// List or revoke grants (a person's consent to an app).
+    #[command(subcommand)]
+    Grant(admin::GrantCommand),
+    /// Issue tokens for a grant made by an operator (testing, benchmarks).
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
     /// Rotate and list token signing keys.
     #[command(subcommand)]
     Keys(admin::KeysCommand),
@@ -49,6 +57,10 @@ pub struct DbArgs {
     /// `postgres://…` for PostgreSQL; otherwise a SQLite file path.
     #[arg(long, env = "PORTICO_DATABASE_URL", default_value = "portico-data/portico.db")]
     pub database_url: String,
+    /// A TOML file with further settings: `[auth]` (token lifetimes, registration policy,
+    /// lockout, practitioner access rules) and `[labels]` (sensitivity code lists); see the README.
+    #[arg(long, env = "PORTICO_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -66,10 +78,6 @@ pub struct ServeArgs {
     /// Memory for cached reads and search pages, in MiB (0 turns the cache off).
     #[arg(long, env = "PORTICO_CACHE_MB", default_value_t = 16)]
     pub cache_mb: u64,
-    /// A TOML file with further settings (the `[auth]` table: token lifetimes, registration
-    /// policy, lockout; see the README).
-    #[arg(long, env = "PORTICO_CONFIG")]
-    pub config: Option<PathBuf>,
     /// DEVELOPMENT ONLY: answer FHIR requests without a token as an administrator's. Never use
     /// this with real records.
     #[arg(long)]
@@ -126,6 +134,9 @@ fn main() -> ExitCode {
             Command::Client(c) => admin::client(c).await,
             Command::User(c) => admin::user(c).await,
             Command::Keys(c) => admin::keys(c).await,
+            Command::Assign(a) => admin::assign(a).await,
+            Command::Grant(c) => admin::grant(c).await,
+            Command::Token(c) => admin::token(c).await,
             Command::Launch(c) => admin::launch(c).await,
         }
     });

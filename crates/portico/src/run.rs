@@ -23,9 +23,24 @@ pub enum RunError {
     Config(String),
 }
 
-pub async fn open_store(database_url: &str, base_url: &str, cache_mb: u64) -> Result<Store, RunError> {
-    let options =
-        StoreOptions { base_url: base_url.to_string(), cache_bytes: cache_mb << 20, ..StoreOptions::default() };
+pub async fn open_store(db: &crate::DbArgs, base_url: &str, cache_mb: u64) -> Result<Store, RunError> {
+    let file = read_config(db.config.as_deref())?;
+    let labeler = match (&file.labels.file, file.labels.enabled) {
+        (_, false) => None,
+        (None, true) => Some(Arc::new(fhir::labels::Labeler::defaults())),
+        (Some(path), true) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| RunError::Config(format!("cannot read the label lists {}: {e}", path.display())))?;
+            Some(Arc::new(fhir::labels::Labeler::from_json(&text).map_err(RunError::Config)?))
+        }
+    };
+    let database_url = db.database_url.as_str();
+    let options = StoreOptions {
+        base_url: base_url.to_string(),
+        cache_bytes: cache_mb << 20,
+        labeler,
+        ..StoreOptions::default()
+    };
     Ok(Store::connect(database_url, options, Arc::new(SystemClock)).await?)
 }
 
@@ -35,7 +50,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), RunError> {
         .map_err(|source| RunError::Listen { addr: args.listen.clone(), source })?;
     let local = listener.local_addr().map_err(RunError::Serve)?;
     let base_url = args.base_url.clone().unwrap_or_else(|| format!("http://{local}/fhir"));
-    let store = open_store(&args.db.database_url, &base_url, args.cache_mb).await?;
+    let store = open_store(&args.db, &base_url, args.cache_mb).await?;
     tracing::info!(%base_url, database = %redact(&args.db.database_url), "Portico is serving");
     let state =
         AppState::new(store, server_config(&args, base_url)?).await.map_err(|e| RunError::Auth(e.to_string()))?;
@@ -49,6 +64,25 @@ pub async fn serve(args: ServeArgs) -> Result<(), RunError> {
 pub struct FileConfig {
     #[serde(default)]
     pub auth: oauth::AuthConfig,
+    #[serde(default)]
+    pub labels: LabelsConfig,
+}
+
+/// `[labels]`: the sensitivity labeler applied on every write and import.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsConfig {
+    /// Label at all (default true).
+    pub enabled: bool,
+    /// A JSON file of code lists replacing Portico's defaults (same format as
+    /// crates/fhir/labels/sensitivity-labels.json).
+    pub file: Option<std::path::PathBuf>,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> Self {
+        LabelsConfig { enabled: true, file: None }
+    }
 }
 
 pub fn read_config(path: Option<&std::path::Path>) -> Result<FileConfig, RunError> {
@@ -59,7 +93,7 @@ pub fn read_config(path: Option<&std::path::Path>) -> Result<FileConfig, RunErro
 }
 
 fn server_config(args: &ServeArgs, base_url: String) -> Result<ServerConfig, RunError> {
-    let file = read_config(args.config.as_deref())?;
+    let file = read_config(args.db.config.as_deref())?;
     if args.dev_open_access {
         tracing::warn!(
             "--dev-open-access: the FHIR API answers requests WITHOUT a token as an administrator's; development only"
@@ -89,7 +123,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
     let local = listener.local_addr().map_err(RunError::Serve)?;
     let origin = format!("http://{local}");
     let base_url = serve_args.base_url.clone().unwrap_or_else(|| format!("{origin}/fhir"));
-    let store = open_store(&serve_args.db.database_url, &base_url, serve_args.cache_mb).await?;
+    let store = open_store(&serve_args.db, &base_url, serve_args.cache_mb).await?;
 
     let data = demo::generate(&demo::DemoConfig { seed: args.seed, patients: args.patients });
     let mut resources = Vec::new();

@@ -136,3 +136,160 @@ async fn demo_token(origin: &str, base: &str, username: &str, scope: &str) -> Va
     assert!(token["access_token"].is_string(), "{token}");
     token
 }
+
+/// Run `portico ARGS…` against a database; the parsed JSON it prints.
+fn portico(db: &std::path::Path, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(args)
+        .arg("--database-url")
+        .arg(db)
+        .env("PORTICO_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "portico {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("portico {args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The administration commands an operator uses: apps, accounts, assignments, tokens, grants,
+/// keys, launch contexts, and the labeler switch of the config file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administration_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("admin.db");
+    let seed = dir.path().join("seed.json");
+    std::fs::write(
+        &seed,
+        serde_json::json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "Patient", "id": "pat-1"}},
+            {"resource": {"resourceType": "Patient", "id": "pat-2"}},
+            {"resource": {"resourceType": "Condition", "id": "c-1", "subject": {"reference": "Patient/pat-1"},
+              "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F32.9"}]}}}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let import = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["import", "--quiet", "--database-url"])
+        .arg(&db)
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert!(import.status.success());
+
+    let app = portico(
+        &db,
+        &[
+            "client",
+            "add",
+            "--name",
+            "Ops App",
+            "--confidential",
+            "--redirect-uri",
+            "https://ops.example/cb",
+            "--client-id",
+            "ops",
+        ],
+    );
+    assert_eq!(app["client_id"], "ops");
+    assert_eq!(app["token_endpoint_auth_method"], "client_secret_basic");
+    assert!(app["client_secret"].as_str().is_some_and(|s| s.len() >= 32));
+    let user = portico(
+        &db,
+        &["user", "add", "--username", "dr.x", "--password", "long enough pw", "--practitioner", "prac-x"],
+    );
+    assert_eq!(user["role"], "practitioner");
+    assert_eq!(user["fhirUser"], "Practitioner/prac-x");
+    let assigned = portico(&db, &["assign", "--username", "dr.x", "--patient", "pat-2"]);
+    assert_eq!(assigned["assigned"], true);
+    let list = portico(&db, &["client", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let kid_before = portico(&db, &["keys", "list"])["keys"][0]["kid"].clone();
+    let rotated = portico(&db, &["keys", "rotate"]);
+    assert_ne!(rotated["kid"], kid_before);
+    assert_eq!(rotated["jwks"]["keys"].as_array().unwrap().len(), 2, "the old key stays published");
+    let launch = portico(&db, &["launch", "create", "--patient", "pat-1", "--no-patient-banner"]);
+    assert!(launch["launch"].as_str().is_some_and(|l| !l.is_empty()));
+
+    // The token works against a server on that database: the practitioner sees the assigned
+    // patient only, and the F32.9 condition was labeled on import.
+    let server =
+        crate::harness::TestServer::serve(db.display().to_string(), None, tempfile::tempdir().unwrap(), |_| {}).await;
+    // Tokens are for one FHIR base (their audience).
+    let tokens = portico(
+        &db,
+        &[
+            "token",
+            "issue",
+            "--client",
+            "ops",
+            "--username",
+            "dr.x",
+            "--scopes",
+            "user/*.rs offline_access",
+            "--base-url",
+            &server.base,
+        ],
+    );
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert!(tokens["refresh_token"].is_string());
+    let get = |path: &str| {
+        let (client, url, access) = (server.client.clone(), server.url(path), access.clone());
+        async move {
+            let r = client.get(url).bearer_auth(access).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    assert_eq!(get("Patient/pat-2").await.0, 200);
+    assert_eq!(get("Patient/pat-1").await.0, 404);
+    let condition = server.store.read("Condition", "c-1").await.unwrap();
+    let store::ReadOutcome::Found(condition) = condition else { panic!("c-1 stored") };
+    assert!(condition.body.contains("\"PSY\""), "labeled: {}", condition.body);
+    // Revoking the grant from the command line reaches the server.
+    let grants = portico(&db, &["grant", "list", "--username", "dr.x"]);
+    let grant = grants[0]["grant"].as_str().unwrap().to_owned();
+    assert_eq!(grants[0]["live"], true);
+    portico(&db, &["grant", "revoke", &grant]);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = get("Patient/pat-2").await.0;
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 401, "revoked by the CLI within the liveness cache's lifetime");
+
+    // Labeling can be switched off in the config file.
+    let config = dir.path().join("portico.toml");
+    std::fs::write(&config, "[labels]\nenabled = false\n").unwrap();
+    let unlabeled = dir.path().join("unlabeled.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["import", "--quiet", "--config"])
+        .arg(&config)
+        .arg("--database-url")
+        .arg(&unlabeled)
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let other =
+        crate::harness::TestServer::serve(unlabeled.display().to_string(), None, tempfile::tempdir().unwrap(), |c| {
+            c.dev_open_access = true
+        })
+        .await;
+    let (_, c) = other.get("Condition/c-1").await;
+    assert!(c["meta"].get("security").is_none(), "{c}");
+    // A typo in the config file is an error, not silently ignored.
+    std::fs::write(&config, "[labels]\nenabeld = false\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["import", "--quiet", "--config"])
+        .arg(&config)
+        .arg("--database-url")
+        .arg(&unlabeled)
+        .arg(&seed)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+}

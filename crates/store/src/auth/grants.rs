@@ -405,4 +405,52 @@ impl Store {
         let rows = lease.conn().fetch(&sql, &GRANT_KINDS).await?;
         rows.into_iter().map(decode_grant).collect()
     }
+
+    /// Watch for grants revoked by other processes (PostgreSQL `LISTEN` on
+    /// [`GRANT_REVOKED_CHANNEL`]) and call `on_revoked` with each id, so cached liveness answers
+    /// are dropped at once. Reconnects after a lost connection. SQLite has no notifications;
+    /// there the liveness cache's short lifetime bounds the delay. Stops when `on_revoked`
+    /// returns false.
+    pub fn watch_revocations(&self, on_revoked: impl Fn(GrantId) -> bool + Send + 'static) {
+        let crate::db::Pool::Postgres(pool) = &self.pool else { return };
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        if pool.is_closed() {
+                            return;
+                        }
+                        tracing::warn!(error = %e, "cannot listen for grant revocations; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = listener.listen(GRANT_REVOKED_CHANNEL).await {
+                    tracing::warn!(error = %e, "LISTEN failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    continue;
+                }
+                loop {
+                    match listener.recv().await {
+                        Ok(n) => {
+                            if let Ok(id) = n.payload().parse::<GrantId>() {
+                                if !on_revoked(id) {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            if pool.is_closed() {
+                                return;
+                            }
+                            tracing::warn!(error = %e, "revocation listener lost its connection; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
 }
