@@ -1073,7 +1073,52 @@ async fn key_rotation_keeps_issued_tokens_valid(backend: Backend) {
     assert!(!kids.contains(&old_kid.as_str()), "{kids:?}");
 }
 
+async fn online_access_ends_with_the_session(backend: Backend) {
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
+    setup(&server).await;
+    let browser = Browser::new();
+    let back = approve(&server, &browser, "launch/patient online_access patient/*.rs", Some("p1"), &[]).await;
+    let (s, t) = exchange(&server, &param(&back, "code").unwrap()).await;
+    assert_eq!(s, 200, "{t}");
+    let rt = t["refresh_token"].as_str().expect("online_access gives a refresh token").to_owned();
+    let (s, _, refreshed) =
+        token(&server, &[("grant_type", "refresh_token"), ("refresh_token", &rt), ("client_id", "growth")]).await;
+    assert_eq!(s, 200, "{refreshed}");
+    // Signing out (the account pages share the session) ends the grant.
+    let apps = browser.get(&format!("{}/account/apps", server.origin)).await;
+    let csrf = hidden(&apps.body, "csrf");
+    let out = browser.post(&format!("{}/account/signout", server.origin), &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    let (_, _, v) = token(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refreshed["refresh_token"].as_str().unwrap()),
+            ("client_id", "growth"),
+        ],
+    )
+    .await;
+    assert_eq!(v["error"], "invalid_grant");
+    assert_eq!(fhir_get(&server, refreshed["access_token"].as_str().unwrap(), "Patient/p1").await.0, 401);
+    // An online grant without sign-out still ends when the session expires.
+    let browser = Browser::new();
+    let back = approve(&server, &browser, "launch/patient online_access patient/*.rs", Some("p1"), &[]).await;
+    let (_, t) = exchange(&server, &param(&back, "code").unwrap()).await;
+    server.clock.advance(12 * 3600 + 1);
+    let (_, _, v) = token(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+            ("client_id", "growth"),
+        ],
+    )
+    .await;
+    assert_eq!(v["error"], "invalid_grant");
+}
+
 both_backends!(
+    online_access_ends_with_the_session,
     discovery_documents,
     standalone_launch_with_picker_and_choices,
     code_is_single_use_and_reuse_revokes,
