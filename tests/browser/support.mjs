@@ -66,7 +66,7 @@ function childEnv() {
   return env;
 }
 
-const EXIT_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE"];
+const EXIT_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 /**
  * `portico demo` on a fresh SQLite file. Resolves once the banner's last line (Ctrl-C) is
@@ -85,8 +85,8 @@ export async function startPortico(dir) {
   child.stdout.setEncoding("utf8").on("data", (d) => (stdout += d));
   child.stderr.setEncoding("utf8").on("data", (d) => (stderr += d));
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
-  // If this process ends without the after() hook (a crash, Ctrl-C, or the runner's output
-  // closed under it, which arrives as SIGPIPE), the server must not outlive it.
+  // If this process ends without the after() hook (a crash, or a signal), the server must not
+  // outlive it.
   const killOnExit = () => child.kill("SIGKILL");
   const killOnSignal = (signal) => {
     killOnExit();

@@ -56,7 +56,7 @@ impl AuthServer {
             "jwks_uri": c.endpoint("jwks"),
             "authorization_endpoint": c.endpoint("authorize"),
             "token_endpoint": c.token_endpoint(),
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post", "private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384", "RS256", "ES256"],
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "registration_endpoint": c.endpoint("register"),

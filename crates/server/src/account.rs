@@ -31,12 +31,24 @@ type Page = Result<Response, PageResponse>;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/", get(home))
         .route("/account", get(|| async { see_other("/account/apps", None) }))
         .route("/account/signin", get(signin_page).post(signin_submit))
         .route("/account/signout", post(signout))
         .route("/account/apps", get(apps_page))
         .route("/account/apps/revoke", post(revoke))
         .route("/account/history", get(history_page))
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct Home<'a> {
+    base_url: &'a str,
+    demo_app: bool,
+}
+
+async fn home(State(state): State<AppState>) -> Response {
+    html(StatusCode::OK, &Home { base_url: &state.config.base_url, demo_app: state.config.demo_app })
 }
 
 fn see_other(location: &str, set: Option<String>) -> Response {

@@ -186,13 +186,20 @@ pub async fn signin_submit(
     }
 }
 
+struct PatientRow {
+    id: String,
+    name: String,
+    birth_date: Option<String>,
+    is_self: bool,
+}
+
 #[derive(Template)]
 #[template(path = "patient.html")]
 struct PatientPage<'a> {
     app_name: &'a str,
     request_id: &'a str,
     csrf: &'a str,
-    patients: Vec<PatientChoice>,
+    patients: Vec<PatientRow>,
 }
 
 pub async fn patient_page(
@@ -205,7 +212,19 @@ pub async fn patient_page(
         Ok(f) => f,
         Err(redirect) => return Ok(redirect),
     };
-    let patients = state.auth.picker(&flow).await?;
+    let own = flow.user.as_ref().and_then(|u| u.fhir_user.clone());
+    let patients = state
+        .auth
+        .picker(&flow)
+        .await?
+        .into_iter()
+        .map(|p: PatientChoice| PatientRow {
+            is_self: own.as_deref() == Some(p.id.reference().as_str()),
+            id: p.id.to_string(),
+            name: p.name,
+            birth_date: p.birth_date,
+        })
+        .collect();
     Ok(html(
         StatusCode::OK,
         &PatientPage { app_name: &flow.client.name, request_id: &flow.request_id, csrf: &flow.csrf, patients },
@@ -274,7 +293,7 @@ fn owner_words(owner: OwnerType) -> (&'static str, &'static str) {
         ),
         OwnerType::IndependentDeveloper => (
             "Independent developer",
-            "This app is made by an independent developer, not your health plan or provider. It may not be covered by HIPAA: read its privacy policy to learn how it uses your data.",
+            "This app is made by an independent developer, not your health plan or provider. It may not be covered by HIPAA, so what it may do with your data depends on its own privacy policy.",
         ),
     }
 }
@@ -300,6 +319,10 @@ pub async fn consent_page(
     };
     let view = state.auth.consent_view(&flow).await?;
     let (owner_label, owner_explanation) = owner_words(flow.client.owner_type);
+    // Acting for someone else (a parent for a child): "their records", not "your records".
+    let own = flow.user.as_ref().and_then(|u| u.fhir_user.clone());
+    let for_someone_else =
+        view.patient.as_ref().filter(|p| own.as_deref() != Some(p.id.reference().as_str())).map(|p| p.name.clone());
     let page = ConsentPage {
         app_name: &flow.client.name,
         owner_label,
@@ -313,7 +336,19 @@ pub async fn consent_page(
         csrf: &flow.csrf,
         offline: view.offer.asks_offline(),
         reaches_records: view.offer.reaches_records(),
-        items: view.offer.items.iter().enumerate().map(|(i, item)| item_view(i + 1, item)).collect(),
+        items: view
+            .offer
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let mut v = item_view(i + 1, item);
+                if let Some(name) = &for_someone_else {
+                    v.description = v.description.replacen(" your ", &format!(" {name}'s "), 1);
+                }
+                v
+            })
+            .collect(),
         sensitive: SensitiveCategory::ALL
             .iter()
             .map(|c| SensitiveView { slug: c.as_str(), name: c.display(), description: c.description() })
