@@ -21,6 +21,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 pub(crate) enum Cached {
     Read(Option<StoredResource>),
     Search(Arc<SearchPage>),
+    /// A yes/no answer (is a resource visible under a restriction).
+    Flag(bool),
 }
 
 impl Cached {
@@ -30,6 +32,7 @@ impl Cached {
             Cached::Search(p) => {
                 p.matches.iter().chain(p.included.iter()).map(|r| r.body.len() + 128).sum::<usize>() + 256
             }
+            Cached::Flag(_) => 16,
         };
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }

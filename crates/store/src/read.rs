@@ -217,6 +217,18 @@ impl Store {
         if !restriction.type_visible(self.registry, resource_type) {
             return Ok(false);
         }
+        let Some(cache) = &self.cache else { return self.visible_db(resource_type, id, restriction).await };
+        let key = format!("v|{resource_type}|{id}|{restriction:?}");
+        if let Some(Cached::Flag(answer)) = cache.get(&key) {
+            return Ok(answer);
+        }
+        let epoch = cache.epoch();
+        let answer = self.visible_db(resource_type, id, restriction).await?;
+        cache.put(key, epoch, Cached::Flag(answer));
+        Ok(answer)
+    }
+
+    async fn visible_db(&self, resource_type: &str, id: &str, restriction: &Restriction) -> Result<bool, StoreError> {
         let mut sql = Sql::new(self.dialect());
         sql.push("SELECT r.rkey FROM resources r WHERE r.rtype = ")
             .bind(resource_type)
