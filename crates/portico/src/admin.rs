@@ -113,9 +113,9 @@ pub enum KeysCommand {
 pub struct KeysRotate {
     #[command(flatten)]
     pub admin: AdminDb,
-    /// RS256 (ID tokens and access tokens) or ES256 (access tokens with --access-token-es256).
-    #[arg(long, default_value = "RS256")]
-    pub alg: String,
+    /// Rotate only RS256 (ID tokens) or only ES256 (access tokens); both by default.
+    #[arg(long)]
+    pub alg: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -273,11 +273,18 @@ pub async fn keys(command: KeysCommand) -> Result<(), RunError> {
             Ok(())
         }
         KeysCommand::Rotate(args) => {
-            let alg: SigningAlg = args.alg.parse().map_err(|e: auth::AuthError| RunError::Auth(e.to_string()))?;
+            let algs: Vec<SigningAlg> = match &args.alg {
+                Some(a) => vec![a.parse().map_err(|e: auth::AuthError| RunError::Auth(e.to_string()))?],
+                None => vec![SigningAlg::Rs256, SigningAlg::Es256],
+            };
             let server = auth_server(&args.admin).await?;
-            let kid = server.rotate_keys(alg).await.map_err(|e| RunError::Auth(e.to_string()))?;
+            let mut rotated = Vec::new();
+            for alg in algs {
+                let kid = server.rotate_keys(alg).await.map_err(|e| RunError::Auth(e.to_string()))?;
+                rotated.push(serde_json::json!({ "kid": kid, "alg": alg.as_str() }));
+            }
             let jwks = server.jwks().await.map_err(|e| RunError::Auth(e.to_string()))?;
-            print_json(&serde_json::json!({ "kid": kid, "alg": alg.as_str(), "jwks": jwks }));
+            print_json(&serde_json::json!({ "rotated": rotated, "jwks": jwks }));
             Ok(())
         }
     }

@@ -72,7 +72,47 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Read within what `restriction` lets the caller see, in one statement: a resource outside
+    /// it is `NotFound` (the caller decides how to answer that).
+    pub async fn read_as(
+        &self,
+        resource_type: &str,
+        id: &str,
+        restriction: &Restriction,
+    ) -> Result<ReadOutcome, StoreError> {
+        if restriction.is_unrestricted() {
+            return self.read(resource_type, id).await;
+        }
+        if !restriction.type_visible(self.registry, resource_type) {
+            return Ok(ReadOutcome::NotFound);
+        }
+        let Some(cache) = &self.cache else { return self.read_db_as(resource_type, id, Some(restriction)).await };
+        let key = format!("ra|{resource_type}|{id}|{restriction:?}");
+        match cache.get(&key) {
+            Some(Cached::Read(Some(r))) => return Ok(ReadOutcome::Found(r)),
+            Some(Cached::Read(None)) => return Ok(ReadOutcome::NotFound),
+            _ => {}
+        }
+        let epoch = cache.epoch();
+        let outcome = self.read_db_as(resource_type, id, Some(restriction)).await?;
+        match &outcome {
+            ReadOutcome::Found(r) => cache.put(key, epoch, Cached::Read(Some(r.clone()))),
+            ReadOutcome::NotFound => cache.put(key, epoch, Cached::Read(None)),
+            ReadOutcome::Deleted { .. } => {}
+        }
+        Ok(outcome)
+    }
+
     async fn read_db(&self, resource_type: &str, id: &str) -> Result<ReadOutcome, StoreError> {
+        self.read_db_as(resource_type, id, None).await
+    }
+
+    async fn read_db_as(
+        &self,
+        resource_type: &str,
+        id: &str,
+        restriction: Option<&Restriction>,
+    ) -> Result<ReadOutcome, StoreError> {
         let mut lease = self.pool.read_conn().await?;
         let mut sql = Sql::new(self.dialect());
         let body = sql.body_text("h.body");
@@ -82,6 +122,10 @@ impl Store {
             .bind(resource_type)
             .push(" AND r.id = ")
             .bind(id);
+        if let Some(restriction) = restriction {
+            sql.push(" AND r.deleted = 0");
+            restriction.push(self, &mut sql, resource_type, crate::clock::epoch_ms(self.clock.now()), false);
+        }
         let mut rows = lease.conn().fetch(&sql, &[Col::Int, Col::Int, Col::Int, Col::Text]).await?;
         let Some(mut row) = rows.pop() else { return Ok(ReadOutcome::NotFound) };
         if row.int(2) != 0 {

@@ -397,8 +397,24 @@ impl Filters<'_> {
         let has_id = self.request.terms.iter().any(|t| t.target == Target::Id && t.modifier == Modifier::None);
         // Under a patient restriction the compartment (a few patients) is the most selective
         // term there is, so it drives and every search term becomes a check on its rows.
-        let compartment_drives =
-            !has_id && self.restriction.is_some_and(|r| r.compartment_applies(self.store.registry, rtype));
+        // Unless the search names a patient itself (`patient=`, `subject=`…): then that reference
+        // drives and the compartment is a check on its few rows.
+        let names_patient = self.request.terms.iter().any(|t| {
+            t.missing.is_none()
+                && t.modifier != Modifier::Not
+                && match &t.target {
+                    Target::Param { kind: ParamType::Reference, code } => {
+                        matches!(code.as_str(), "patient" | "subject" | "beneficiary")
+                            || t.values.iter().all(|v| {
+                                matches!(v, SearchValue::Reference { target_type: Some(tt), target_id: Some(_), .. } if tt == "Patient")
+                            })
+                    }
+                    _ => false,
+                }
+        });
+        let compartment_drives = !has_id
+            && !names_patient
+            && self.restriction.is_some_and(|r| r.compartment_applies(self.store.registry, rtype));
         let driver = if has_id || compartment_drives { None } else { pick_driver(&self.request.terms) };
         if compartment_drives {
             if let Some(r) = self.restriction {

@@ -204,10 +204,15 @@ async fn administration_commands() {
     assert_eq!(assigned["assigned"], true);
     let list = portico(&db, &["client", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
-    let kid_before = portico(&db, &["keys", "list"])["keys"][0]["kid"].clone();
+    let before: Vec<Value> = portico(&db, &["keys", "list"])["keys"].as_array().unwrap().clone();
+    assert_eq!(before.len(), 2, "an RS256 key for ID tokens and an ES256 key for access tokens");
     let rotated = portico(&db, &["keys", "rotate"]);
-    assert_ne!(rotated["kid"], kid_before);
-    assert_eq!(rotated["jwks"]["keys"].as_array().unwrap().len(), 2, "the old key stays published");
+    assert_eq!(rotated["rotated"].as_array().unwrap().len(), 2);
+    let published = rotated["jwks"]["keys"].as_array().unwrap();
+    assert_eq!(published.len(), 4, "the old keys stay published until their tokens expire");
+    for old in &before {
+        assert!(published.contains(old));
+    }
     let launch = portico(&db, &["launch", "create", "--patient", "pat-1", "--no-patient-banner"]);
     assert!(launch["launch"].as_str().is_some_and(|l| !l.is_empty()));
 

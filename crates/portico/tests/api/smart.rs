@@ -1046,7 +1046,10 @@ async fn key_rotation_keeps_issued_tokens_valid(backend: Backend) {
     let back = approve(&server, &browser, "launch/patient offline_access patient/*.rs", Some("p1"), &[]).await;
     let (_, old) = exchange(&server, &param(&back, "code").unwrap()).await;
     let old_kid = jsonwebtoken::decode_header(old["access_token"].as_str().unwrap()).unwrap().kid.unwrap();
-    let new_kid = server.auth.rotate_keys(auth::keys::SigningAlg::Rs256).await.unwrap();
+    // Access tokens are ES256 by default; ID tokens RS256.
+    let header = jsonwebtoken::decode_header(old["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    let new_kid = server.auth.rotate_keys(auth::keys::SigningAlg::Es256).await.unwrap();
     assert_ne!(old_kid, new_kid);
     let jwks: Value =
         server.client.get(format!("{}/auth/jwks", server.origin)).send().await.unwrap().json().await.unwrap();

@@ -30,8 +30,13 @@ pub async fn read_or_type_history(
     if rtype == "AuditEvent" {
         return super::audit_events::read(&state, &access, &id).await;
     }
-    guard::one(&state, &access, &rtype, &id, Interaction::Read).await?;
-    let outcome = state.store.read(&rtype, &id).await?;
+    // One statement reads the resource within the caller's view; only when that finds nothing
+    // does the slower check decide between 403 (a granular scope excludes it) and 404.
+    let restriction = guard::restriction(&access, &rtype, Interaction::Read)?;
+    let outcome = state.store.read_as(&rtype, &id, &restriction).await?;
+    if outcome == ReadOutcome::NotFound && !restriction.is_unrestricted() {
+        guard::one(&state, &access, &rtype, &id, Interaction::Read).await?;
+    }
     let mut response = found(outcome.clone(), &rtype, &id)?;
     if access.patient.is_none() {
         if let ReadOutcome::Found(stored) = &outcome {
