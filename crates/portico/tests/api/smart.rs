@@ -334,10 +334,14 @@ async fn discovery_documents(backend: Backend) {
     assert_eq!(oidc["id_token_signing_alg_values_supported"], json!(["RS256"]));
     let jwks: Value =
         server.client.get(format!("{}/auth/jwks", server.origin)).send().await.unwrap().json().await.unwrap();
-    let key = &jwks["keys"][0];
-    assert_eq!(key["alg"], "RS256");
-    assert!(key["kid"].as_str().is_some_and(|k| !k.is_empty()));
-    assert!(key.get("d").is_none(), "private key material published");
+    let keys = jwks["keys"].as_array().unwrap();
+    let mut algs: Vec<&str> = keys.iter().map(|k| k["alg"].as_str().unwrap()).collect();
+    algs.sort_unstable();
+    assert_eq!(algs, ["ES256", "RS256"], "ES256 for access tokens, RS256 for ID tokens");
+    for key in keys {
+        assert!(key["kid"].as_str().is_some_and(|k| !k.is_empty()));
+        assert!(key.get("d").is_none(), "private key material published");
+    }
     // The CapabilityStatement names the OAuth endpoints (SMART's security extension).
     let (_, cs) = server.get("metadata").await;
     let security = &cs["rest"][0]["security"];
