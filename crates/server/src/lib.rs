@@ -25,8 +25,12 @@ pub use config::ServerConfig;
 pub use error::ApiError;
 use store::Store;
 
+/// The application's shared state. One `Arc`, so the clone axum makes for every request and
+/// middleware is a single reference-count increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub store: Store,
     pub config: Arc<ServerConfig>,
     /// The SMART authorization server.
@@ -37,6 +41,13 @@ pub struct AppState {
     capability: Arc<String>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 impl AppState {
     /// Build the state: loads (or creates) the token signing keys.
     pub async fn new(store: Store, mut config: ServerConfig) -> Result<AppState, OAuthError> {
@@ -44,7 +55,13 @@ impl AppState {
         let auth = AuthServer::new(store.clone(), config.auth.clone()).await?;
         let capability = fhir_api::metadata::capability_statement(&config.base_url, &auth.oauth_uris()).to_string();
         let audit = AuditLog::start(store.clone());
-        Ok(AppState { store, config: Arc::new(config), auth, audit, capability: Arc::new(capability) })
+        Ok(AppState(Arc::new(Shared {
+            store,
+            config: Arc::new(config),
+            auth,
+            audit,
+            capability: Arc::new(capability),
+        })))
     }
 }
 
