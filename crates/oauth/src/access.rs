@@ -203,6 +203,27 @@ pub fn withheld_codes(categories: &[SensitiveCategory]) -> Vec<String> {
 }
 
 impl AuthServer {
+    /// The access of a request carrying `token`: verified, live, and built once per token for
+    /// [`crate::AuthConfig::liveness_cache_millis`] (revoking the grant drops it at once).
+    pub async fn access_for_token(&self, token: &str) -> Result<Arc<Access>, OAuthError> {
+        let key = store::auth::token_hash(token);
+        if let Some(access) = self.inner.accesses.get(&key) {
+            let live =
+                access.token.as_ref().is_some_and(|t| !t.claims.is_expired(self.now()) && t.grant.is_live(self.now()));
+            if live {
+                if let Some(t) = &access.token {
+                    self.note_use(&t.grant);
+                }
+                return Ok(access);
+            }
+            self.inner.accesses.invalidate(&key);
+        }
+        let verified = self.authenticate_bearer(token).await?;
+        let access = Arc::new(self.access(verified).await?);
+        self.inner.accesses.insert(key, access.clone());
+        Ok(access)
+    }
+
     /// Build the access of a request from its verified token.
     pub async fn access(&self, token: TokenAccess) -> Result<Access, OAuthError> {
         let scopes = token.claims.scopes();
@@ -277,6 +298,7 @@ impl AuthServer {
     pub fn forget_people(&self) {
         self.inner.patient_lists.invalidate_all();
         self.inner.users.invalidate_all();
+        self.inner.accesses.invalidate_all();
     }
 }
 

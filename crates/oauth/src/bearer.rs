@@ -71,7 +71,7 @@ impl AuthServer {
     }
 
     /// Record `last_used_at` (Connected apps) without making the request wait.
-    fn note_use(&self, grant: &Grant) {
+    pub(crate) fn note_use(&self, grant: &Grant) {
         if self.inner.touched.get(&grant.grant_id).is_some() {
             return;
         }

@@ -65,6 +65,8 @@ struct Inner {
     /// Signed-in users by id, and the patients each may reach, kept briefly (see
     /// [`AuthConfig::patient_list_cache_seconds`]).
     users: moka::sync::Cache<auth::UserId, Arc<store::auth::User>>,
+    /// Requests' access by token hash, for the liveness cache's lifetime.
+    accesses: moka::sync::Cache<String, Arc<access::Access>>,
     patient_lists: moka::sync::Cache<auth::UserId, Arc<Vec<String>>>,
     throttle: throttle::Throttle,
     http: reqwest::Client,
@@ -104,6 +106,11 @@ impl AuthServer {
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(store::auth::TOUCH_GRANULARITY_SECONDS as u64))
                 .build(),
+            accesses: moka::sync::Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(Duration::from_millis(config.liveness_cache_millis))
+                .support_invalidation_closures()
+                .build(),
             users: moka::sync::Cache::builder()
                 .max_capacity(50_000)
                 .time_to_live(Duration::from_secs(config.patient_list_cache_seconds))
@@ -125,6 +132,9 @@ impl AuthServer {
         server.inner.store.watch_revocations(move |grant| match weak.upgrade() {
             Some(inner) => {
                 inner.liveness.invalidate(&grant);
+                let _ = inner
+                    .accesses
+                    .invalidate_entries_if(move |_, a| a.token.as_ref().is_some_and(|t| t.grant.grant_id == grant));
                 true
             }
             None => false,
@@ -171,6 +181,13 @@ impl AuthServer {
     pub fn forget_grants(&self, grants: &[GrantId]) {
         for g in grants {
             self.inner.liveness.invalidate(g);
+        }
+        if !grants.is_empty() {
+            let dead: Vec<GrantId> = grants.to_vec();
+            let _ = self
+                .inner
+                .accesses
+                .invalidate_entries_if(move |_, a| a.token.as_ref().is_some_and(|t| dead.contains(&t.grant.grant_id)));
         }
     }
 }

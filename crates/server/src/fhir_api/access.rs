@@ -33,20 +33,16 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
     let path = request.uri().path().to_owned();
     let query = request.uri().query().map(str::to_owned);
     let access = match token {
-        None if state.config.dev_open_access => Ok(Access::dev_open()),
+        None if state.config.dev_open_access => Ok(Arc::new(Access::dev_open())),
         None => Err(unauthorized_missing()),
-        Some(token) => match state.auth.authenticate_bearer(&token).await {
-            Ok(verified) => state.auth.access(verified).await.map_err(|e| match e.code {
-                oauth::ErrorCode::InvalidToken => unauthorized(&e.description),
-                _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", e.description).into_response(),
-            }),
+        Some(token) => match state.auth.access_for_token(&token).await {
+            Ok(access) => Ok(access),
             Err(e) if e.code == oauth::ErrorCode::InvalidToken => Err(unauthorized(&e.description)),
             Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", e.description).into_response()),
         },
     };
     let (access, response) = match access {
         Ok(access) => {
-            let access = Arc::new(access);
             request.extensions_mut().insert(access.clone());
             (Some(access), next.run(request).await)
         }
