@@ -17,6 +17,9 @@ use crate::bearer::TokenAccess;
 use crate::error::OAuthError;
 use crate::AuthServer;
 
+/// Restrictions worked out per (resource type, interaction).
+type Memo = std::collections::HashMap<(String, Interaction), Result<Restriction, Refusal>>;
+
 /// Who is asking.
 #[derive(Debug, Clone)]
 pub enum Principal {
@@ -50,19 +53,26 @@ pub struct Access {
     pub user_patients: Option<Arc<Vec<String>>>,
     /// Security label codes the person withheld from this app.
     pub withheld: Arc<Vec<String>>,
+    /// Restrictions already worked out for this access (it lives as long as its token is cached,
+    /// so each is computed once, with its cache key).
+    memo: Arc<std::sync::Mutex<Memo>>,
 }
 
 impl Access {
     /// Development open mode.
     pub fn dev_open() -> Access {
-        Access {
-            principal: Principal::DevOpen,
-            token: None,
-            scopes: ScopeSet::default(),
-            patient: None,
-            user_patients: None,
-            withheld: Arc::new(Vec::new()),
-        }
+        Access::new(Principal::DevOpen, None, ScopeSet::default(), None, None, Arc::new(Vec::new()))
+    }
+
+    pub fn new(
+        principal: Principal,
+        token: Option<TokenAccess>,
+        scopes: ScopeSet,
+        patient: Option<String>,
+        user_patients: Option<Arc<Vec<String>>>,
+        withheld: Arc<Vec<String>>,
+    ) -> Access {
+        Access { principal, token, scopes, patient, user_patients, withheld, memo: Arc::default() }
     }
 
     pub fn is_unrestricted(&self) -> bool {
@@ -100,6 +110,20 @@ impl Access {
         if self.is_unrestricted() {
             return Ok(Restriction::default());
         }
+        let key = (resource_type.to_owned(), interaction);
+        if let Some(known) = self.memo.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return known;
+        }
+        let answer = self.work_out(resource_type, interaction);
+        if let Ok(mut m) = self.memo.lock() {
+            if m.len() < 256 {
+                m.insert(key, answer.clone());
+            }
+        }
+        answer
+    }
+
+    fn work_out(&self, resource_type: &str, interaction: Interaction) -> Result<Restriction, Refusal> {
         for context in self.contexts() {
             if self.scopes.allows(context, resource_type, interaction).is_some() {
                 return self.restriction_in(context, interaction);
@@ -139,11 +163,7 @@ impl Access {
                 None => return Err(Refusal::Scope("patient/ scopes need a patient in context".into())),
             },
         };
-        Ok(Restriction {
-            patients,
-            withheld: self.withheld.clone(),
-            types: type_rules(&self.scopes, context, interaction),
-        })
+        Ok(Restriction::new(patients, self.withheld.clone(), type_rules(&self.scopes, context, interaction)))
     }
 }
 
@@ -230,14 +250,7 @@ impl AuthServer {
         let withheld = Arc::new(withheld_codes(&token.grant.withheld));
         let patient = token.grant.patient_id.as_ref().map(|p| p.to_string());
         let Some(user_id) = token.grant.user_id.clone() else {
-            return Ok(Access {
-                principal: Principal::Service,
-                token: Some(token),
-                scopes,
-                patient: None,
-                user_patients: None,
-                withheld,
-            });
+            return Ok(Access::new(Principal::Service, Some(token), scopes, None, None, withheld));
         };
         let user = self.cached_user(&user_id).await?;
         let user_patients = match user.role {
@@ -245,7 +258,7 @@ impl AuthServer {
             Role::Patient => Some(self.cached_patient_list(&user).await?),
             Role::Practitioner => Some(self.cached_patient_list(&user).await?),
         };
-        Ok(Access { principal: Principal::Person(user), token: Some(token), scopes, patient, user_patients, withheld })
+        Ok(Access::new(Principal::Person(user), Some(token), scopes, patient, user_patients, withheld))
     }
 
     async fn cached_user(&self, user_id: &auth::UserId) -> Result<Arc<User>, OAuthError> {
@@ -307,14 +320,14 @@ mod tests {
     use super::*;
 
     fn access(scopes: &str, patient: Option<&str>, user_patients: Option<Vec<&str>>) -> Access {
-        Access {
-            principal: Principal::Service,
-            token: None,
-            scopes: ScopeSet::parse(scopes).0,
-            patient: patient.map(str::to_owned),
-            user_patients: user_patients.map(|v| Arc::new(v.into_iter().map(str::to_owned).collect())),
-            withheld: Arc::new(vec!["PSY".into()]),
-        }
+        Access::new(
+            Principal::Service,
+            None,
+            ScopeSet::parse(scopes).0,
+            patient.map(str::to_owned),
+            user_patients.map(|v| Arc::new(v.into_iter().map(str::to_owned).collect())),
+            Arc::new(vec!["PSY".into()]),
+        )
     }
 
     fn person(mut a: Access) -> Access {

@@ -72,16 +72,48 @@ impl TypeRules {
 }
 
 /// A caller's view of the data. `Restriction::default()` sees everything.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default)]
 pub struct Restriction {
     pub patients: Option<Arc<Vec<String>>>,
     pub withheld: Arc<Vec<String>>,
-    pub types: TypeRules,
+    pub types: Arc<TypeRules>,
+    /// The cache key text, computed once per restriction value.
+    key: Arc<std::sync::OnceLock<String>>,
+}
+
+impl PartialEq for Restriction {
+    fn eq(&self, other: &Restriction) -> bool {
+        self.patients == other.patients && self.withheld == other.withheld && self.types == other.types
+    }
+}
+
+impl std::fmt::Debug for Restriction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.cache_key())
+    }
 }
 
 impl Restriction {
+    pub fn new(patients: Option<Arc<Vec<String>>>, withheld: Arc<Vec<String>>, types: TypeRules) -> Restriction {
+        Restriction { patients, withheld, types: Arc::new(types), key: Arc::default() }
+    }
+
+    /// A copy whose rule for `resource_type` is "all" (to tell a granular-scope refusal from an
+    /// unknown resource).
+    pub fn without_filter_on(&self, resource_type: &str) -> Restriction {
+        let mut types = (*self.types).clone();
+        types.by_type.insert(resource_type.to_owned(), TypeRule::All);
+        Restriction::new(self.patients.clone(), self.withheld.clone(), types)
+    }
+
+    /// Text that identifies what this restriction lets through (for cache keys).
+    pub(crate) fn cache_key(&self) -> &str {
+        self.key
+            .get_or_init(|| format!("patients={:?} withheld={:?} types={:?}", self.patients, self.withheld, self.types))
+    }
+
     pub fn is_unrestricted(&self) -> bool {
-        self.patients.is_none() && self.withheld.is_empty() && self.types == TypeRules::default()
+        self.patients.is_none() && self.withheld.is_empty() && *self.types == TypeRules::default()
     }
 
     /// Can any resource of `resource_type` be visible?

@@ -42,8 +42,7 @@ pub async fn one(
     }
     // Excluded only by a granular scope? Then the caller may know it exists.
     if matches!(r.types.rule(resource_type), TypeRule::Filtered(_)) {
-        let mut loose = r.clone();
-        loose.types.by_type.insert(resource_type.to_owned(), TypeRule::All);
+        let loose = r.without_filter_on(resource_type);
         if state.store.visible(resource_type, id, &loose).await? {
             return Err(forbidden(format!(
                 "{resource_type}/{id} is outside the token's granular scopes ({})",
