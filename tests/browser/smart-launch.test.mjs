@@ -283,3 +283,36 @@ test("phone viewport: sign-in, picker and consent pages", { skip, timeout: 60_00
     await tab.context.close();
   }
 });
+
+test("Connected apps: the member revokes the app and its next call fails", { skip, timeout: 60_000 }, async (t) => {
+  const tab = await openPage(browser, "desktop");
+  try {
+    // Connect the app (everything offered left ticked, so it also holds a refresh token).
+    await tab.page.goto(launchUrl({ scope: STANDALONE_SCOPE }));
+    await signIn(tab, "member");
+    await consent(tab);
+    const first = await appResult(t, tab);
+    assert.equal(first.error, undefined, `the app failed: ${first.error}`);
+    assert.equal(first.result.patientId, portico.memberId);
+
+    // The same browser is signed in to Portico: the Connected apps page lists the app.
+    const origin = new URL(portico.fhirBase).origin;
+    await tab.page.goto(`${origin}/account/apps`);
+    await waitForPath(tab.page, tab.log, "/account/apps");
+    await inspect(tab.page, "connected-apps", "desktop");
+    const card = tab.page.locator("section.grant", { hasText: "Browser Test App" }).filter({ hasText: "Connected" });
+    assert.equal(await card.count(), 1, "one live connection of the test app");
+    assert.match(await card.textContent(), /Not shared:.*Behavioral health/s, "withheld categories are listed");
+    await card.getByRole("button", { name: "Revoke Browser Test App" }).click();
+    await tab.page.locator('[role="status"]').waitFor();
+    assert.match(await tab.page.locator('[role="status"]').textContent(), /can no longer reach your records/);
+
+    // Back in the app: its stored token no longer works.
+    await tab.page.goto(`${app.origin}/index.html`);
+    const after = await appResult(t, tab);
+    assert.equal(after.result, undefined, "the app must not read anything after the revocation");
+    assert.match(after.error, /401|Unauthorized|invalid_token|invalid_grant/i, `the app's call was refused: ${after.error}`);
+  } finally {
+    await tab.context.close();
+  }
+});

@@ -145,8 +145,15 @@ impl Store {
             let run = |text: &str| db::Sql { dialect: self.dialect(), text: text.into(), params: vec![] };
             tx.conn().execute(&run("PRAGMA cache_size = -16000")).await?;
             tx.commit().await?;
+            return self.analyze().await;
         }
-        self.analyze().await
+        // PostgreSQL: each imported row was inserted and then updated (to point at its history
+        // row), leaving a dead tuple per resource; vacuum them now, with fresh statistics, rather
+        // than let autovacuum do it under the first queries. VACUUM cannot run in a transaction.
+        let mut lease = self.pool.read_conn().await?;
+        let run = |text: &str| db::Sql { dialect: self.dialect(), text: text.into(), params: vec![] };
+        lease.conn().execute(&run("VACUUM (ANALYZE)")).await?;
+        Ok(())
     }
 
     /// Refresh planner statistics (after a bulk import).
