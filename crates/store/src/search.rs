@@ -412,6 +412,10 @@ impl Filters<'_> {
                     _ => false,
                 }
         });
+        // When a term already confines the search to patients the caller may see, through a
+        // parameter that defines compartment membership (`Observation?patient=…` under that
+        // patient's token), the compartment condition would only repeat it.
+        let compartment_implied = self.restriction.is_some_and(|r| self.names_only_allowed_patients(r, rtype));
         let compartment_drives = !has_id
             && !names_patient
             && self.restriction.is_some_and(|r| r.compartment_applies(self.store.registry, rtype));
@@ -427,8 +431,35 @@ impl Filters<'_> {
             self.push_term(sql, term, driver == Some(i));
         }
         if let Some(r) = self.restriction {
-            r.push(self.store, sql, rtype, self.now_ms, compartment_drives);
+            r.push(self.store, sql, rtype, self.now_ms, compartment_drives || compartment_implied);
         }
+    }
+
+    /// Does one of the search's terms name only patients of `restriction`, through a parameter
+    /// by which `rtype` is in the Patient compartment? Then every match is in their compartment.
+    fn names_only_allowed_patients(&self, restriction: &Restriction, rtype: &str) -> bool {
+        let Some(patients) = restriction.patients.as_deref() else { return false };
+        let compartment_params = self.store.registry.patient_compartment_params(rtype);
+        self.request.terms.iter().any(|t| {
+            let Target::Param { kind: ParamType::Reference, code } = &t.target else { return false };
+            t.missing.is_none()
+                && t.modifier == Modifier::None
+                && !t.values.is_empty()
+                // Every R4 `patient` parameter selects a subset of a compartment parameter
+                // (checked against the official definitions in this module's tests).
+                && (code == "patient" || compartment_params.iter().any(|c| c == code))
+                && t.values.iter().all(|v| match v {
+                    SearchValue::Reference { target_type, target_id: Some(id), url: None } => {
+                        // A bare id is a patient only where the parameter can only point at one.
+                        let is_patient = match target_type.as_deref() {
+                            Some(t) => t == "Patient",
+                            None => code == "patient",
+                        };
+                        is_patient && patients.iter().any(|p| p == id)
+                    }
+                    _ => false,
+                })
+        })
     }
 
     async fn count(&self, conn: &mut Conn<'_>) -> Result<i64, StoreError> {
@@ -833,5 +864,31 @@ impl Cursor {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Cursor { keys, rkey })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `names_only_allowed_patients` trusts `patient=` to imply compartment membership: every
+    /// R4 `patient` parameter is a compartment parameter, a `.where(resolve() is Patient)` of
+    /// `subject`, or one of four known equivalents.
+    #[test]
+    fn every_patient_parameter_implies_the_compartment() {
+        let registry = fhir::Registry::r4();
+        let equivalents = [
+            ("Appointment", "actor"),
+            ("AppointmentResponse", "actor"),
+            ("Coverage", "beneficiary"),
+            ("ResearchSubject", "individual"),
+        ];
+        for rtype in registry.resource_types() {
+            let compartment = registry.patient_compartment_params(rtype);
+            if compartment.is_empty() || registry.param(rtype, "patient").is_none() {
+                continue;
+            }
+            let covered = compartment.iter().any(|c| c == "patient" || c == "subject")
+                || equivalents.iter().any(|(t, c)| *t == rtype && compartment.iter().any(|x| x == c));
+            assert!(covered, "{rtype}: `patient` is not known to imply the compartment ({compartment:?})");
+        }
     }
 }

@@ -720,7 +720,9 @@ async fn dev_open_access_is_explicit(backend: Backend) {
     let Some(open) = TestServer::start(backend).await else { return };
     let r = open.client.get(format!("{}/readyz", open.origin)).send().await.unwrap();
     assert!(r.text().await.unwrap().contains("WARNING"), "readyz says the API is open");
-    assert_eq!(open.get("Patient").await.0, 200);
+    let r = open.client.get(open.url("Patient")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store", "health records are never cached by browsers or proxies");
     let Some(closed) = TestServer::start_enforcing(backend).await else { return };
     let r = closed.client.get(format!("{}/readyz", closed.origin)).send().await.unwrap();
     assert_eq!(r.text().await.unwrap(), "ready");

@@ -48,6 +48,10 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         }
         Err(response) => (None, response),
     };
+    let mut response = response;
+    // Health records are for this caller only, now: no browser or proxy may keep a copy (a
+    // cached read would outlive a revoked grant).
+    response.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     let patient = response.extensions().get::<AuditPatient>().map(|p| p.0.clone());
     state.audit.record(audit_record(
         &state,
