@@ -1,5 +1,5 @@
 //! The audit trail writer. Requests hand their record to a channel and go on; one task writes
-//! records in batches (up to 500 per transaction, at least every 100 ms), so auditing every read
+//! records in batches (up to 1,000 per transaction, at least every 100 ms), so auditing every read
 //! costs a channel send on the request path, not a database transaction. When the writer falls
 //! behind, requests wait for room in the channel rather than lose records.
 //!
@@ -11,7 +11,7 @@ use std::time::Duration;
 use store::{AuditRecord, Store};
 use tokio::sync::{mpsc, oneshot};
 
-const BATCH: usize = 500;
+const BATCH: usize = 1000;
 const EVERY: Duration = Duration::from_millis(100);
 const QUEUE: usize = 50_000;
 

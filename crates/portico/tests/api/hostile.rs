@@ -156,3 +156,135 @@ async fn no_server_errors_on_hostile_input(backend: Backend) {
     let (_, count) = s.get("Patient?_summary=count").await;
     assert_eq!(count["total"], 0, "nothing hostile was stored");
 }
+
+both_backends!(no_server_errors_on_hostile_authorization_input);
+
+/// The authorization endpoints and pages take malformed forms, headers, JSON and tokens without
+/// a 5xx: every refusal is an OAuth error, a FHIR OperationOutcome or a page.
+async fn no_server_errors_on_hostile_authorization_input(backend: Backend) {
+    let Some(s) = TestServer::start_enforcing(backend).await else { return };
+    crate::smart::setup(&s).await;
+    let weird = [
+        "",
+        "%00",
+        "%FF%FE",
+        "'",
+        "\"",
+        "\\",
+        "😀",
+        "a%0Ab",
+        "null",
+        "[]",
+        "x".repeat(5000).leak(),
+        "%",
+        "&&&",
+        "=",
+        "a=b=c",
+        "eyJhbGciOiJub25lIn0.e30.",
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.e30.x",
+        "..",
+        "Basic",
+        "Bearer",
+    ];
+    let form_fields = [
+        "grant_type",
+        "code",
+        "redirect_uri",
+        "code_verifier",
+        "refresh_token",
+        "scope",
+        "client_id",
+        "client_secret",
+        "client_assertion_type",
+        "client_assertion",
+        "token",
+        "req",
+        "csrf",
+        "username",
+        "password",
+        "patient",
+        "decision",
+        "grant",
+        "state",
+        "aud",
+        "response_type",
+        "code_challenge",
+        "code_challenge_method",
+        "launch",
+    ];
+    let posts = [
+        "/auth/token",
+        "/auth/introspect",
+        "/auth/revoke",
+        "/auth/authorize",
+        "/auth/signin",
+        "/auth/patient",
+        "/auth/consent",
+        "/account/signin",
+        "/account/signout",
+        "/account/apps/revoke",
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut checked = 0;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for round in 0..120 {
+        let path = posts[round % posts.len()];
+        let mut body = String::new();
+        for _ in 0..(1 + xorshift(&mut state) % 6) {
+            let field = form_fields[(xorshift(&mut state) % form_fields.len() as u64) as usize];
+            let value = weird[(xorshift(&mut state) % weird.len() as u64) as usize];
+            body.push_str(&format!("{field}={value}&"));
+        }
+        let auth = match xorshift(&mut state) % 4 {
+            0 => Some(format!("Basic {}", weird[(xorshift(&mut state) % weird.len() as u64) as usize])),
+            1 => Some("Basic Z3Jvd3RoOnNlY3JldA==".to_owned()),
+            2 => Some(format!("Bearer {}", weird[(xorshift(&mut state) % weird.len() as u64) as usize])),
+            _ => None,
+        };
+        let mut req = http
+            .post(format!("{}{path}", s.origin))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone());
+        if let Some(a) = auth.filter(|a| reqwest::header::HeaderValue::from_str(a).is_ok()) {
+            req = req.header("authorization", a);
+        }
+        let r = req.send().await.unwrap();
+        assert!(r.status().as_u16() < 500, "POST {path} with {body:?}: {}", r.status());
+        checked += 1;
+        // The same fields as a query on the GET pages.
+        for get in ["/auth/authorize", "/auth/signin", "/auth/patient", "/auth/consent"] {
+            let r = http.get(format!("{}{get}?{body}", s.origin)).send().await.unwrap();
+            assert!(r.status().as_u16() < 500, "GET {get}?{body}: {}", r.status());
+            checked += 1;
+        }
+    }
+    // JSON endpoints with bodies that are not what they expect.
+    for body in [
+        "",
+        "{",
+        "[]",
+        "null",
+        "{\"redirect_uris\": 5}",
+        "{\"patient\": \"\\u0000\"}",
+        "{\"fhirContext\": [1]}",
+        "\u{0}",
+    ] {
+        for path in ["/auth/register", "/auth/launch"] {
+            let r = http.post(format!("{}{path}", s.origin)).body(body).send().await.unwrap();
+            assert!(r.status().as_u16() < 500, "POST {path} with {body:?}: {}", r.status());
+            checked += 1;
+        }
+    }
+    // Bearer tokens the FHIR API must refuse with 401, never 500.
+    for token in ["", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", "😀", "x".repeat(9000).as_str(), "Bearer"] {
+        let r = http.get(s.url("Patient")).header("authorization", format!("Bearer {token}")).send().await;
+        if let Ok(r) = r {
+            assert!(matches!(r.status().as_u16(), 400 | 401), "FHIR with token {token:?}: {}", r.status());
+            checked += 1;
+        }
+    }
+    assert!(checked > 600);
+    // Nothing was granted or registered by any of it.
+    let alice = s.store.user_by_username("alice").await.unwrap().unwrap();
+    assert!(s.store.grants_for_user(&alice.user_id).await.unwrap().is_empty());
+}
