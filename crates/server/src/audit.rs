@@ -1,19 +1,21 @@
 //! The audit trail writer. Requests hand their record to a channel and go on; one task writes
-//! records in batches (up to 1,000 per transaction, at least every 100 ms), so auditing every read
-//! costs a channel send on the request path, not a database transaction. When the writer falls
-//! behind, requests wait for room in the channel rather than lose records.
+//! what has queued up in one transaction about once a second (sooner when half the queue is
+//! full), so auditing every read costs a channel send on the request path, not a database
+//! transaction. When the writer falls behind, requests wait for room in the channel rather than
+//! lose records.
 //!
-//! Records are in the database within about 100 ms of the answer; [`AuditLog::flush`] waits for
-//! everything sent so far (tests, shutdown).
+//! Records are in the database within about a second of the answer; [`AuditLog::flush`] waits
+//! for everything sent so far (tests, shutdown).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use store::{AuditRecord, Store};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 const BATCH: usize = 1000;
-const EVERY: Duration = Duration::from_millis(100);
-const QUEUE: usize = 50_000;
+const EVERY: Duration = Duration::from_secs(1);
+const QUEUE: usize = 100_000;
 
 enum Message {
     Record(Box<AuditRecord>),
@@ -23,20 +25,27 @@ enum Message {
 #[derive(Clone)]
 pub struct AuditLog {
     sender: mpsc::Sender<Message>,
+    /// Wakes the writer before its pause ends when someone waits in [`AuditLog::flush`].
+    hurry: Arc<Notify>,
 }
 
 impl AuditLog {
     pub fn start(store: Store) -> AuditLog {
         let (sender, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(store, receiver));
-        AuditLog { sender }
+        let hurry = Arc::new(Notify::new());
+        tokio::spawn(write_batches(store, receiver, hurry.clone()));
+        AuditLog { sender, hurry }
     }
 
     /// Queue a record. Never fails the request: if the writer is gone (shutting down), the record
     /// is logged instead.
     pub fn record(&self, record: AuditRecord) {
         match self.sender.try_send(Message::Record(Box::new(record))) {
-            Ok(()) => {}
+            Ok(()) => {
+                if self.sender.capacity() < QUEUE / 2 {
+                    self.hurry.notify_one();
+                }
+            }
             Err(mpsc::error::TrySendError::Full(Message::Record(record))) => {
                 // Back-pressure without blocking the response: a task waits for room.
                 let sender = self.sender.clone();
@@ -52,36 +61,48 @@ impl AuditLog {
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.sender.send(Message::Flush(done)).await.is_ok() {
+            self.hurry.notify_one();
             let _ = wait.await;
         }
     }
 }
 
-async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Message>) {
+/// The writer wakes on the first record, then pauses (up to [`EVERY`]; less when a flush is
+/// waiting or the queue fills) and stores everything queued meanwhile in one transaction.
+/// Committing rarely is what makes auditing every request affordable: each commit rewrites every
+/// index page it touched, and the per-patient index is touched at one page per patient, however
+/// few rows each got. Waking per record, with a timer per receive, cost more still.
+async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Message>, hurry: Arc<Notify>) {
+    let mut messages: Vec<Message> = Vec::with_capacity(BATCH);
     let mut batch: Vec<AuditRecord> = Vec::with_capacity(BATCH);
     let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
     loop {
-        let first = match receiver.recv().await {
-            Some(m) => m,
-            None => return,
-        };
-        let deadline = tokio::time::Instant::now() + EVERY;
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Record(r) => batch.push(*r),
-                Message::Flush(done) => {
-                    waiting.push(done);
-                    break;
+        if receiver.recv_many(&mut messages, BATCH).await == 0 {
+            return;
+        }
+        let flush_waiting = messages.iter().any(|m| matches!(m, Message::Flush(_)));
+        if !flush_waiting {
+            tokio::select! {
+                () = tokio::time::sleep(EVERY) => {}
+                () = hurry.notified() => {}
+            }
+        }
+        // Everything queued by now (bounded, so a flush is answered under constant load too), in
+        // order: a flush is answered once the records sent before it are stored.
+        loop {
+            for message in messages.drain(..) {
+                match message {
+                    Message::Record(r) => batch.push(*r),
+                    Message::Flush(done) => waiting.push(done),
                 }
             }
-            if batch.len() >= BATCH {
+            if batch.len() >= QUEUE {
                 break;
             }
-            next = match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                Ok(Some(m)) => Some(m),
-                _ => None,
-            };
+            match receiver.try_recv() {
+                Ok(m) => messages.push(m),
+                Err(_) => break,
+            }
         }
         if !batch.is_empty() {
             if let Err(e) = store.record_audit(&batch).await {

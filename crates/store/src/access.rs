@@ -168,62 +168,64 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Append audit records in one transaction. The batch travels as one JSON array bound as a
-    /// single parameter and is unpacked by the database (`json_each` / `jsonb_array_elements`):
-    /// auditing every request must not cost a dozen bound values per row.
+    /// Append audit records in one transaction, as multi-row inserts of fixed sizes (100, 10
+    /// and 1 rows) so each size is prepared once per connection and then only bound: auditing
+    /// every request must not cost a statement parse (or a JSON parse per column) per row.
     pub async fn record_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin_write().await?;
-        for chunk in records.chunks(1000) {
-            let rows: Vec<serde_json::Value> = chunk
-                .iter()
-                .map(|a| {
-                    serde_json::json!([
-                        a.recorded_ms,
-                        a.interaction,
-                        a.action,
-                        a.outcome,
-                        a.status,
-                        a.user_id,
-                        a.fhir_user,
-                        a.client_id,
-                        a.grant_id,
-                        a.patient_id,
-                        a.resource_type,
-                        a.resource_id,
-                        a.detail
-                    ])
-                })
-                .collect();
-            let batch = serde_json::Value::Array(rows).to_string();
-            let mut sql = Sql::new(self.dialect());
-            sql.push(
-                "INSERT INTO audit_events (recorded_ms, interaction, action, outcome, status, user_id, fhir_user, \
-                 client_id, grant_id, patient_id, resource_type, resource_id, detail) ",
-            );
-            match self.dialect() {
-                crate::db::Dialect::Sqlite => {
-                    sql.push(
-                        "SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, \
-                         value->>7, value->>8, value->>9, value->>10, value->>11, value->>12 FROM json_each(",
-                    )
-                    .bind(batch)
-                    .push(")");
-                }
-                crate::db::Dialect::Postgres => {
-                    sql.push(
-                        "SELECT (v->>0)::bigint, v->>1, v->>2, (v->>3)::bigint, (v->>4)::bigint, v->>5, v->>6, \
-                         v->>7, v->>8, v->>9, v->>10, v->>11, v->>12 FROM jsonb_array_elements(",
-                    )
-                    .bind(batch)
-                    .push("::jsonb) AS v");
-                }
+        let mut rest = records;
+        for size in [100, 10, 1] {
+            while rest.len() >= size {
+                let (chunk, tail) = rest.split_at(size);
+                tx.conn().execute(&self.audit_insert(chunk)).await?;
+                rest = tail;
             }
-            tx.conn().execute(&sql).await?;
         }
         tx.commit().await
+    }
+
+    fn audit_insert(&self, rows: &[AuditRecord]) -> Sql {
+        let mut sql = Sql::new(self.dialect());
+        sql.push(
+            "INSERT INTO audit_events (recorded_ms, interaction, action, outcome, status, user_id, fhir_user, \
+             client_id, grant_id, patient_id, resource_type, resource_id, detail) VALUES ",
+        );
+        for (i, a) in rows.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .bind(a.recorded_ms)
+                .push(", ")
+                .bind(a.interaction.as_str())
+                .push(", ")
+                .bind(a.action.as_str())
+                .push(", ")
+                .bind(a.outcome)
+                .push(", ")
+                .bind(a.status)
+                .push(", ")
+                .bind(a.user_id.clone())
+                .push(", ")
+                .bind(a.fhir_user.clone())
+                .push(", ")
+                .bind(a.client_id.clone())
+                .push(", ")
+                .bind(a.grant_id.clone())
+                .push(", ")
+                .bind(a.patient_id.clone())
+                .push(", ")
+                .bind(a.resource_type.clone())
+                .push(", ")
+                .bind(a.resource_id.clone())
+                .push(", ")
+                .bind(a.detail.clone())
+                .push(")");
+        }
+        sql
     }
 
     /// Audit records, newest first.

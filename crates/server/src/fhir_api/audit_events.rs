@@ -37,6 +37,8 @@ fn allowed(access: &Access, interaction: Interaction) -> Result<(), ApiError> {
 
 pub async fn read(state: &AppState, access: &Access, id: &str) -> Result<Response, ApiError> {
     allowed(access, Interaction::Read)?;
+    // The writer commits about once a second; a query sees everything answered before it.
+    state.audit.flush().await;
     let record = match id.parse::<i64>() {
         Ok(n) => state.store.audit_event(n).await?,
         Err(_) => None,
@@ -78,6 +80,7 @@ pub async fn search(state: &AppState, access: &Access, pairs: &[(String, String)
     }
     let limit = query.limit;
     query.limit += 1;
+    state.audit.flush().await;
     let mut records = state.store.audit_events(&query).await?;
     let base = &state.config.base_url;
     let path = format!("{base}/AuditEvent");

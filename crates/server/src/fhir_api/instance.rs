@@ -37,13 +37,13 @@ pub async fn read_or_type_history(
     if outcome == ReadOutcome::NotFound && !restriction.is_unrestricted() {
         guard::one(&state, &access, &rtype, &id, Interaction::Read).await?;
     }
-    let mut response = found(outcome.clone(), &rtype, &id)?;
-    if access.patient.is_none() {
-        if let ReadOutcome::Found(stored) = &outcome {
-            if let Some(p) = guard::patient_of(&rtype, &id, &stored.body) {
-                response.extensions_mut().insert(AuditPatient(p));
-            }
-        }
+    let audit_patient = match &outcome {
+        ReadOutcome::Found(stored) if access.patient.is_none() => guard::patient_of(&rtype, &id, &stored.body),
+        _ => None,
+    };
+    let mut response = found(outcome, &rtype, &id)?;
+    if let Some(p) = audit_patient {
+        response.extensions_mut().insert(AuditPatient(p));
     }
     Ok(response)
 }
