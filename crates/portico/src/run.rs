@@ -109,7 +109,24 @@ fn server_config(args: &ServeArgs, base_url: String) -> Result<ServerConfig, Run
 }
 
 async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> Result<(), RunError> {
-    server::serve(listener, state).await.map_err(RunError::Serve)
+    server::serve_until(listener, state, stop_requested()).await.map_err(RunError::Serve)
+}
+
+/// Ctrl-C or SIGTERM (what `systemctl stop`, `docker stop` and Kubernetes send).
+async fn stop_requested() {
+    let terminate = async {
+        #[cfg(unix)]
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            term.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("stopping: finishing the requests in flight and storing the audit trail");
 }
 
 pub async fn demo(args: DemoArgs) -> Result<(), RunError> {

@@ -1,6 +1,6 @@
 //! The audit trail writer. Requests hand their record to a channel and go on; one task writes
-//! what has queued up in one transaction about once a second (sooner when half the queue is
-//! full), so auditing every read costs a channel send on the request path, not a database
+//! what has queued up in one transaction about once a second (sooner once 8,000 records wait),
+//! so auditing every read costs a channel send on the request path, not a database
 //! transaction. When the writer falls behind, requests wait for room in the channel rather than
 //! lose records.
 //!
@@ -16,6 +16,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 const BATCH: usize = 1000;
 const EVERY: Duration = Duration::from_secs(1);
 const QUEUE: usize = 100_000;
+/// Records waiting that wake the writer before its pause ends: this bounds the memory held by
+/// queued records (a few MB) while keeping commits large.
+const WAKE_AT: usize = 8_000;
 
 enum Message {
     Record(Box<AuditRecord>),
@@ -42,7 +45,7 @@ impl AuditLog {
     pub fn record(&self, record: AuditRecord) {
         match self.sender.try_send(Message::Record(Box::new(record))) {
             Ok(()) => {
-                if self.sender.capacity() < QUEUE / 2 {
+                if self.sender.capacity() < QUEUE - WAKE_AT {
                     self.hurry.notify_one();
                 }
             }
@@ -68,7 +71,7 @@ impl AuditLog {
 }
 
 /// The writer wakes on the first record, then pauses (up to [`EVERY`]; less when a flush is
-/// waiting or the queue fills) and stores everything queued meanwhile in one transaction.
+/// waiting or [`WAKE_AT`] records are queued) and stores everything queued meanwhile in one transaction.
 /// Committing rarely is what makes auditing every request affordable: each commit rewrites every
 /// index page it touched, and the per-patient index is touched at one page per patient, however
 /// few rows each got. Waking per record, with a timer per receive, cost more still.

@@ -119,8 +119,45 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Bind and serve until the process is stopped.
+/// Serve until the process is stopped.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    // The peer address feeds sign-in throttling.
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>()).await
+    serve_until(listener, state, std::future::pending()).await
 }
+
+/// Serve until `stop` completes; then stop accepting, let the requests in flight finish (for at
+/// most [`DRAIN`]), and store the audit records still queued, so a restart loses no trail.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let audit = state.audit.clone();
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    // The peer address feeds sign-in throttling.
+    let server = axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move {
+            stop.await;
+            let _ = stopping_tx.send(());
+        });
+    let drained = async {
+        // Idle keep-alive connections close at once; a client holding one open does not keep
+        // the process alive past the deadline.
+        if stopping.await.is_ok() {
+            tokio::time::sleep(DRAIN).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        r = server => r,
+        () = drained => {
+            tracing::warn!("connections still open {} s after the stop request; closing them", DRAIN.as_secs());
+            Ok(())
+        }
+    };
+    audit.flush().await;
+    result
+}
+
+/// How long a stopping server waits for requests in flight.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);

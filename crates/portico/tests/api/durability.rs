@@ -79,3 +79,47 @@ async fn committed_writes_survive_kill_9(backend: Backend) {
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
     }
 }
+
+both_backends!(sigterm_stores_the_queued_audit_trail);
+
+/// The audit writer commits about once a second; a stop request (SIGTERM) must still store what
+/// was answered just before it.
+async fn sigterm_stores_the_queued_audit_trail(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((url, pg_name)) = fresh_database(backend, &dir).await else { return };
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}/fhir");
+    let client = reqwest::Client::new();
+    {
+        let mut server = start(&url, port).await;
+        for i in 0..5 {
+            let r = client.get(format!("{base}/Patient/sigterm-probe-{i}")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 404);
+        }
+        let pid = server.0.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let mut exited = None;
+        for _ in 0..150 {
+            if let Some(status) = server.0.try_wait().unwrap() {
+                exited = Some(status);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let status = exited.expect("portico serve did not stop within 15 s of SIGTERM");
+        assert!(status.success(), "a stop request is a clean exit: {status}");
+    }
+    let _server = start(&url, port).await;
+    let trail = client.get(format!("{base}/AuditEvent?_count=100")).send().await.unwrap().text().await.unwrap();
+    for i in 0..5 {
+        assert!(
+            trail.contains(&format!("Patient/sigterm-probe-{i}")),
+            "the read of probe {i} is missing from the trail"
+        );
+    }
+    drop(_server);
+    if let Some(name) = pg_name {
+        let admin = sqlx::PgPool::connect(crate::harness::PG_ADMIN_URL).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+    }
+}
