@@ -108,13 +108,28 @@ async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Message>, hurr
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = store.record_audit(&batch).await {
-                tracing::error!(error = %e, records = batch.len(), "could not store audit records");
-            }
+            store_with_retries(&store, &batch).await;
             batch.clear();
         }
         for done in waiting.drain(..) {
             let _ = done.send(());
+        }
+    }
+}
+
+/// A batch holds up to a second of the trail, so a passing database failure (a restart, a
+/// failover) is retried a few times before the records are given up, loudly.
+async fn store_with_retries(store: &Store, batch: &[AuditRecord]) {
+    for (attempt, pause) in [1, 2, 4, 0].into_iter().enumerate() {
+        match store.record_audit(batch).await {
+            Ok(()) => return,
+            Err(e) if pause > 0 => {
+                tracing::warn!(error = %e, records = batch.len(), attempt = attempt + 1, "storing audit records failed; retrying");
+                tokio::time::sleep(Duration::from_secs(pause)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = batch.len(), "could not store audit records; they are lost")
+            }
         }
     }
 }
