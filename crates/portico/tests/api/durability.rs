@@ -123,3 +123,42 @@ async fn sigterm_stores_the_queued_audit_trail(backend: Backend) {
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
     }
 }
+
+both_backends!(audit_batches_survive_a_passing_database_failure);
+
+/// A batch the database refuses (here: its table briefly renamed away, as during a failover or
+/// a migration) is retried, not dropped.
+async fn audit_batches_survive_a_passing_database_failure(backend: Backend) {
+    let Some(s) = crate::harness::TestServer::start(backend).await else { return };
+    let rename = |from: &'static str, to: &'static str| {
+        let url = s.database_url.clone();
+        async move {
+            let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+            match backend {
+                Backend::Postgres => {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    sqlx::query(&sql).execute(&pool).await.unwrap();
+                    pool.close().await;
+                }
+                Backend::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{url}")).await.unwrap();
+                    sqlx::query(&sql).execute(&pool).await.unwrap();
+                    pool.close().await;
+                }
+            }
+        }
+    };
+    rename("audit_events", "audit_events_away").await;
+    let (status, _) = s.get("Patient/retry-probe").await;
+    assert_eq!(status, 404);
+    // The flush makes the writer try at once; it fails and waits 1 s before the next attempt.
+    let audit = s.audit.clone();
+    let flushed = tokio::spawn(async move { audit.flush().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!flushed.is_finished(), "the batch cannot have been stored while its table is away");
+    rename("audit_events_away", "audit_events").await;
+    tokio::time::timeout(Duration::from_secs(15), flushed).await.expect("stored after a retry").unwrap();
+    let (status, trail) = s.get("AuditEvent?_count=50").await;
+    assert_eq!(status, 200);
+    assert!(trail.to_string().contains("Patient/retry-probe"), "the refused batch was retried and stored: {trail}");
+}
