@@ -6,7 +6,7 @@ use ::auth::{PatientId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthStoreError;
-use crate::db::{Col, RowExt, Sql};
+use crate::db::{Col, RowExt, Sql, SqlValue};
 use crate::{param_key, Store, StoreError};
 
 /// The ways a practitioner comes to see a patient. Which apply is configurable.
@@ -197,33 +197,21 @@ impl Store {
             if i > 0 {
                 sql.push(", ");
             }
-            sql.push("(")
-                .bind(a.recorded_ms)
-                .push(", ")
-                .bind(a.interaction.as_str())
-                .push(", ")
-                .bind(a.action.as_str())
-                .push(", ")
-                .bind(a.outcome)
-                .push(", ")
-                .bind(a.status)
-                .push(", ")
-                .bind(a.user_id.clone())
-                .push(", ")
-                .bind(a.fhir_user.clone())
-                .push(", ")
-                .bind(a.client_id.clone())
-                .push(", ")
-                .bind(a.grant_id.clone())
-                .push(", ")
-                .bind(a.patient_id.clone())
-                .push(", ")
-                .bind(a.resource_type.clone())
-                .push(", ")
-                .bind(a.resource_id.clone())
-                .push(", ")
-                .bind(a.detail.clone())
-                .push(")");
+            sql.bind_list::<SqlValue>([
+                a.recorded_ms.into(),
+                a.interaction.as_str().into(),
+                a.action.as_str().into(),
+                a.outcome.into(),
+                a.status.into(),
+                a.user_id.clone().into(),
+                a.fhir_user.clone().into(),
+                a.client_id.clone().into(),
+                a.grant_id.clone().into(),
+                a.patient_id.clone().into(),
+                a.resource_type.clone().into(),
+                a.resource_id.clone().into(),
+                a.detail.clone().into(),
+            ]);
         }
         sql
     }

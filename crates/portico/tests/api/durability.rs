@@ -75,8 +75,7 @@ async fn committed_writes_survive_kill_9(backend: Backend) {
     }
     drop(_server);
     if let Some(name) = pg_name {
-        let admin = sqlx::PgPool::connect(crate::harness::PG_ADMIN_URL).await.unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+        crate::harness::drop_database(&name).await.unwrap();
     }
 }
 
@@ -119,8 +118,7 @@ async fn sigterm_stores_the_queued_audit_trail(backend: Backend) {
     }
     drop(_server);
     if let Some(name) = pg_name {
-        let admin = sqlx::PgPool::connect(crate::harness::PG_ADMIN_URL).await.unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+        crate::harness::drop_database(&name).await.unwrap();
     }
 }
 

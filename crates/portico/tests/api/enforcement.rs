@@ -745,4 +745,33 @@ both_backends!(
     tokens_die_with_their_grant_and_requests_are_audited,
     account_pages_list_and_revoke_apps,
     dev_open_access_is_explicit,
+    reads_without_a_patient_context_are_audited_under_the_resources_patient,
 );
+
+/// An administrator's read of an Observation names the patient it is about in the trail (taken
+/// from the resource's `subject`), so the patient's Access history shows it.
+async fn reads_without_a_patient_context_are_audited_under_the_resources_patient(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else { return };
+    s.seed(vec![
+        json!({"resourceType": "Patient", "id": "audited-pt"}),
+        json!({"resourceType": "Observation", "id": "audited-obs", "status": "final",
+               "code": {"text": "pulse"}, "subject": {"reference": "Patient/audited-pt"}}),
+        json!({"resourceType": "Coverage", "id": "audited-cov", "status": "active",
+               "beneficiary": {"reference": "Patient/audited-pt"}, "payor": [{"display": "Plan"}]}),
+    ])
+    .await;
+    assert_eq!(s.get("Observation/audited-obs").await.0, 200);
+    assert_eq!(s.get("Coverage/audited-cov").await.0, 200);
+    let (status, trail) = s.get("AuditEvent?patient=audited-pt").await;
+    assert_eq!(status, 200);
+    let read: Vec<String> = trail["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["resource"]["entity"].as_array().cloned().unwrap_or_default())
+        .filter_map(|en| en["what"]["reference"].as_str().map(str::to_owned))
+        .collect();
+    for what in ["Observation/audited-obs", "Coverage/audited-cov"] {
+        assert!(read.iter().any(|r| r.ends_with(what)), "{what} missing from the patient's trail: {read:?}");
+    }
+}

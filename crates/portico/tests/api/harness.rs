@@ -187,6 +187,13 @@ impl TestServer {
     }
 }
 
+/// Drop a throw-away PostgreSQL test database.
+pub async fn drop_database(name: &str) -> Result<(), sqlx::Error> {
+    let admin = sqlx::PgPool::connect(PG_ADMIN_URL).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await?;
+    Ok(())
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.task.abort();
@@ -197,10 +204,7 @@ impl Drop for TestServer {
                 let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
                 rt.block_on(async move {
                     store.close().await;
-                    if let Ok(admin) = sqlx::PgPool::connect(PG_ADMIN_URL).await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
-                    }
+                    let _ = drop_database(&name).await;
                 });
             })
             .join();

@@ -131,8 +131,20 @@ pub fn patient_of(resource_type: &str, id: &str, body: &str) -> Option<String> {
     if resource_type == "Patient" {
         return Some(id.to_owned());
     }
-    let value: Value = serde_json::from_str(body).ok()?;
-    ["subject", "patient", "beneficiary"]
-        .iter()
-        .find_map(|k| value.get(k)?.get("reference")?.as_str()?.strip_prefix("Patient/").map(str::to_owned))
+    // Only these three elements are deserialized (the rest of the body is skipped, not built
+    // into a tree): this runs on every read without a patient context.
+    #[derive(serde::Deserialize)]
+    struct Reference {
+        reference: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct About {
+        subject: Option<Reference>,
+        patient: Option<Reference>,
+        beneficiary: Option<Reference>,
+    }
+    let about: About = serde_json::from_str(body).ok()?;
+    [about.subject, about.patient, about.beneficiary]
+        .into_iter()
+        .find_map(|r| r?.reference?.strip_prefix("Patient/").map(str::to_owned))
 }
