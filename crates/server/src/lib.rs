@@ -109,12 +109,8 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             // The matched route, never the query string (it may carry codes or states).
-            let route = req
-                .extensions()
-                .get::<axum::extract::MatchedPath>()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "unmatched".into());
-            tracing::info_span!("request", method = %req.method(), route)
+            let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str());
+            tracing::info_span!("request", method = req.method().as_str(), route)
         }))
         .with_state(state)
 }

@@ -1,20 +1,26 @@
 //! FHIR responses: stored JSON is sent as-is; Bundles are assembled around the stored bodies
 //! without parsing them again.
 
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use store::clock::{http_date, instant_text};
-use store::StoredResource;
+use store::{JsonText, StoredResource};
 
 use crate::request::{Prefer, ReturnPref};
 
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
-pub fn fhir_json(status: StatusCode, body: String) -> Response {
-    let mut response = (status, body).into_response();
+pub fn fhir_json(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = (status, body.into()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     response
+}
+
+/// The stored text as a response body without copying it (the cache may hold the same text).
+fn shared_body(text: JsonText) -> Body {
+    Body::from(Bytes::from_owner(text))
 }
 
 fn etag(version: i64) -> HeaderValue {
@@ -31,7 +37,7 @@ pub fn version_headers(headers: &mut HeaderMap, version: i64, last_updated_ms: i
 /// A read: the stored body with ETag and Last-Modified.
 pub fn resource(stored: StoredResource) -> Response {
     let (version, lu) = (stored.version, stored.last_updated_ms);
-    let mut response = fhir_json(StatusCode::OK, stored.body);
+    let mut response = fhir_json(StatusCode::OK, shared_body(stored.body));
     version_headers(response.headers_mut(), version, lu);
     response
 }
@@ -47,7 +53,7 @@ pub fn written(
     let location = format!("{base_url}/{}/{}/_history/{}", stored.resource_type, stored.id, stored.version);
     let (version, lu) = (stored.version, stored.last_updated_ms);
     let mut response = match prefer.return_pref {
-        ReturnPref::Representation => fhir_json(status, stored.body),
+        ReturnPref::Representation => fhir_json(status, shared_body(stored.body)),
         ReturnPref::Minimal => status.into_response(),
         ReturnPref::OperationOutcome => {
             let text = format!(

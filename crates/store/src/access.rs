@@ -6,7 +6,7 @@ use ::auth::{PatientId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthStoreError;
-use crate::db::{Col, RowExt, Sql, SqlValue};
+use crate::db::{Col, Dialect, RowExt, Sql, SqlValue};
 use crate::{param_key, Store, StoreError};
 
 /// The ways a practitioner comes to see a patient. Which apply is configurable.
@@ -180,7 +180,7 @@ impl Store {
         for size in [100, 10, 1] {
             while rest.len() >= size {
                 let (chunk, tail) = rest.split_at(size);
-                tx.conn().execute(&self.audit_insert(chunk)).await?;
+                tx.conn().execute_owned(self.audit_insert(chunk)).await?;
                 rest = tail;
             }
         }
@@ -189,8 +189,15 @@ impl Store {
 
     fn audit_insert(&self, rows: &[AuditRecord]) -> Sql {
         let mut sql = Sql::new(self.dialect());
+        // SQLite keeps a statement journal for a multi-row insert that may abort halfway (a NOT
+        // NULL column), copying every page it touches; OR FAIL needs none, and a failure still
+        // rolls the whole transaction back.
+        sql.push(match self.dialect() {
+            Dialect::Sqlite => "INSERT OR FAIL",
+            Dialect::Postgres => "INSERT",
+        });
         sql.push(
-            "INSERT INTO audit_events (recorded_ms, interaction, action, outcome, status, user_id, fhir_user, \
+            " INTO audit_events (recorded_ms, interaction, action, outcome, status, user_id, fhir_user, \
              client_id, grant_id, patient_id, resource_type, resource_id, detail) VALUES ",
         );
         for (i, a) in rows.iter().enumerate() {

@@ -38,8 +38,23 @@ impl Cached {
     }
 }
 
+/// Weighs an entry by the bytes it holds, so the cache is bounded in memory, not entries.
+#[derive(Clone)]
+struct ByBytes;
+
+impl quick_cache::Weighter<String, (u64, Cached)> for ByBytes {
+    fn weight(&self, key: &String, value: &(u64, Cached)) -> u64 {
+        u64::from(value.1.weight()) + key.len() as u64
+    }
+}
+
+/// A typical entry's weight, for sizing the table up front.
+const TYPICAL_ENTRY_BYTES: u64 = 4096;
+
 pub(crate) struct Cache {
-    entries: moka::sync::Cache<String, (u64, Cached)>,
+    /// quick_cache rather than moka: a hit is a hash, a shard's read lock and a clone, which
+    /// matters when a hit is most of a request's work.
+    entries: quick_cache::sync::Cache<String, (u64, Cached), ByBytes>,
     epoch: AtomicU64,
     /// The highest commit sequence known to be reflected in the epoch.
     known_seq: AtomicI64,
@@ -48,10 +63,11 @@ pub(crate) struct Cache {
 impl Cache {
     pub fn new(max_bytes: u64) -> Cache {
         Cache {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(max_bytes)
-                .weigher(|k: &String, v: &(u64, Cached)| v.1.weight().saturating_add(k.len() as u32))
-                .build(),
+            entries: quick_cache::sync::Cache::with_weighter(
+                usize::try_from(max_bytes / TYPICAL_ENTRY_BYTES).unwrap_or(1024).max(16),
+                max_bytes.max(1),
+                ByBytes,
+            ),
             epoch: AtomicU64::new(0),
             known_seq: AtomicI64::new(-1),
         }

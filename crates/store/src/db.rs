@@ -276,7 +276,33 @@ macro_rules! bind_all {
     }};
 }
 
+/// Like `bind_all!`, moving the text values into the query (SQLite's driver copies borrowed
+/// text once more to hand it to its worker thread).
+macro_rules! bind_all_owned {
+    ($query:expr, $params:expr) => {{
+        let mut q = $query;
+        for p in $params {
+            q = match p {
+                SqlValue::Int(v) => q.bind(v),
+                SqlValue::Real(v) => q.bind(v),
+                SqlValue::Text(v) => q.bind(v),
+                SqlValue::NullText => q.bind(None::<String>),
+            };
+        }
+        q
+    }};
+}
+
 impl Conn<'_> {
+    /// [`Conn::execute`] for a statement used once: its values are moved, not copied.
+    pub async fn execute_owned(&mut self, sql: Sql) -> Result<u64, StoreError> {
+        let Sql { text, params, .. } = sql;
+        Ok(match self {
+            Conn::Sqlite(c) => bind_all_owned!(sqlx::query(&text), params).execute(&mut **c).await?.rows_affected(),
+            Conn::Postgres(c) => bind_all_owned!(sqlx::query(&text), params).execute(&mut **c).await?.rows_affected(),
+        })
+    }
+
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
         Ok(match self {
             Conn::Sqlite(c) => bind_all!(sqlx::query(&sql.text), &sql.params).execute(&mut **c).await?.rows_affected(),

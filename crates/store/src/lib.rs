@@ -66,7 +66,49 @@ pub struct StoredResource {
     /// `meta.lastUpdated`, epoch milliseconds.
     pub last_updated_ms: i64,
     /// The exact JSON text stored for this version.
-    pub body: String,
+    pub body: JsonText,
+}
+
+/// Stored JSON text, shared rather than copied: the cache and every answer built from an entry
+/// hold the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JsonText(Arc<str>);
+
+impl JsonText {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for JsonText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<[u8]> for JsonText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl From<String> for JsonText {
+    fn from(text: String) -> JsonText {
+        JsonText(text.into())
+    }
+}
+
+impl From<&str> for JsonText {
+    fn from(text: &str) -> JsonText {
+        JsonText(text.into())
+    }
 }
 
 #[derive(Clone)]

@@ -136,7 +136,7 @@ impl Store {
             id: id.to_string(),
             version: row.int(0),
             last_updated_ms: row.int(1),
-            body: row.take_text(3).unwrap_or_default(),
+            body: row.take_text(3).unwrap_or_default().into(),
         }))
     }
 
@@ -162,7 +162,7 @@ impl Store {
             id: id.to_string(),
             version: row.int(0),
             last_updated_ms: row.int(1),
-            body: row.take_text(3).unwrap_or_default(),
+            body: row.take_text(3).unwrap_or_default().into(),
         }))
     }
 

@@ -365,7 +365,7 @@ fn stored_from_row(mut row: Vec<SqlValue>) -> StoredResource {
         id: row.take_text(2).unwrap_or_default(),
         version: row.int(3),
         last_updated_ms: row.int(4),
-        body: row.take_text(5).unwrap_or_default(),
+        body: row.take_text(5).unwrap_or_default().into(),
     }
 }
 

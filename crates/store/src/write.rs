@@ -63,7 +63,7 @@ impl WriteOutcome {
             id: self.id.clone(),
             version: self.version,
             last_updated_ms: self.last_updated_ms,
-            body: body.clone(),
+            body: body.as_str().into(),
         })
     }
 }

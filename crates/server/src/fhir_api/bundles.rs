@@ -1,5 +1,7 @@
 //! Bundles the server returns: searchset, history, `$everything`.
 
+use std::borrow::Cow;
+
 use axum::http::StatusCode;
 use axum::response::Response;
 use fhir::search::{SearchRequest, Summary};
@@ -200,14 +202,16 @@ pub(crate) fn url_with(path: &str, pairs: &[(String, String)], cursor: Option<&s
 }
 
 /// Apply `_elements` / `_summary=data|text`; otherwise the stored text unchanged.
-fn shaped(r: &StoredResource, request: &SearchRequest) -> String {
+fn shaped<'a>(r: &'a StoredResource, request: &SearchRequest) -> Cow<'a, str> {
     let keep: Option<Vec<&str>> = match (&request.elements, request.summary) {
         (Some(elements), _) => Some(elements.iter().map(String::as_str).collect()),
         (None, Some(Summary::Text)) => Some(vec!["text"]),
         (None, Some(Summary::Data)) => None,
-        _ => return r.body.clone(),
+        _ => return Cow::Borrowed(r.body.as_str()),
     };
-    let Ok(Value::Object(mut doc)) = serde_json::from_str::<Value>(&r.body) else { return r.body.clone() };
+    let Ok(Value::Object(mut doc)) = serde_json::from_str::<Value>(&r.body) else {
+        return Cow::Borrowed(r.body.as_str());
+    };
     match keep {
         Some(keep) => {
             doc.retain(|k, _| matches!(k.as_str(), "resourceType" | "id" | "meta") || keep.contains(&k.as_str()))
@@ -217,7 +221,7 @@ fn shaped(r: &StoredResource, request: &SearchRequest) -> String {
         }
     }
     mark_subsetted(&mut doc);
-    Value::Object(doc).to_string()
+    Cow::Owned(Value::Object(doc).to_string())
 }
 
 fn mark_subsetted(doc: &mut Map<String, Value>) {
