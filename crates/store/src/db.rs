@@ -243,6 +243,15 @@ impl Pool {
         })
     }
 
+    /// Run a setting (a PRAGMA) on SQLite's writer connection, outside any transaction; some
+    /// settings may not change inside one. Nothing on PostgreSQL.
+    pub async fn configure_sqlite_writer(&self, pragma: &str) -> Result<(), StoreError> {
+        if let Pool::Sqlite { write, .. } = self {
+            sqlx::query(pragma).execute(write).await?;
+        }
+        Ok(())
+    }
+
     pub fn is_closed(&self) -> bool {
         match self {
             Pool::Sqlite { read, .. } => read.is_closed(),

@@ -94,7 +94,7 @@ pub(crate) struct Prepared {
 
 pub(crate) struct Normalized {
     /// `resourceType`, `id`, `meta` (without versionId/lastUpdated) first, then the rest.
-    value: Value,
+    body: Unstamped,
     /// Hash of `value`: an import whose hash equals the stored one changes nothing.
     hash: String,
     extracted: Extracted,
@@ -301,9 +301,9 @@ impl Store {
         if let Some(labeler) = &self.options.labeler {
             labeler.apply(&mut doc);
         }
-        let (value, hash) = normalized_doc(doc, id)?;
+        let (value, body, hash) = normalized_doc(doc, id)?;
         let extracted = fhir::extract(self.registry, &value);
-        Ok(Normalized { value, hash, extracted })
+        Ok(Normalized { body, hash, extracted })
     }
 
     /// Structural validation against the R4 schema, then unwrap the object.
@@ -383,7 +383,7 @@ impl Store {
             }
             _ => {}
         }
-        let Some(Normalized { value, hash, extracted }) = p.doc else {
+        let Some(Normalized { body, hash, extracted }) = p.doc else {
             return Err(StoreError::BadRequest("a write without a resource".into()));
         };
         if p.mode == Mode::Upsert {
@@ -402,8 +402,7 @@ impl Store {
                 }
             }
         }
-        let body = stamp(value, next_version, now_ms)?;
-        outcome.body = Some(body);
+        outcome.body = Some(stamp(&body, next_version, now_ms));
         let method = if p.mode == Mode::Create { "POST" } else { "PUT" };
         Ok(Ready { outcome, method, hash: Some(hash), extracted, existing_rkey: existing.map(|e| e.rkey) })
     }
@@ -602,7 +601,7 @@ async fn load_existing(
 
 /// Set id, drop `meta.versionId`/`meta.lastUpdated`, and put `resourceType`, `id`, `meta` first.
 /// Returns that document and its hash (the content a re-import is compared by).
-fn normalized_doc(mut doc: Map<String, Value>, id: &str) -> Result<(Value, String), StoreError> {
+fn normalized_doc(mut doc: Map<String, Value>, id: &str) -> Result<(Value, Unstamped, String), StoreError> {
     // shift_remove keeps the order of the remaining members (remove() would swap them).
     let resource_type = doc.shift_remove("resourceType").unwrap_or(Value::Null);
     doc.shift_remove("id");
@@ -619,22 +618,65 @@ fn normalized_doc(mut doc: Map<String, Value>, id: &str) -> Result<(Value, Strin
     ordered.insert("meta".into(), Value::Object(meta));
     ordered.extend(doc);
 
+    let body = Unstamped::serialize(&ordered)?;
     let mut hasher = Sha256::new();
-    hasher.update(serde_json::to_vec(&ordered).map_err(|e| StoreError::BadRequest(e.to_string()))?);
+    hasher.update(body.text.as_bytes());
     let hash = hex::encode(&hasher.finalize()[..16]);
-    Ok((Value::Object(ordered), hash))
+    Ok((Value::Object(ordered), body, hash))
+}
+
+/// A normalized document serialized once (when it is checked, off the writer's path), with the
+/// place where `meta.versionId` and `meta.lastUpdated` go: those are known only when the write
+/// is applied, and splicing them in is a copy where serializing again was a walk of the tree.
+pub(crate) struct Unstamped {
+    /// Compact JSON, byte for byte what `serde_json::to_string` gives (content hashes use it).
+    text: String,
+    /// Just after the `{` that opens `meta`.
+    meta_at: usize,
+    meta_empty: bool,
+}
+
+impl Unstamped {
+    /// `ordered` has `resourceType`, `id` and `meta` (an object) as its first three members.
+    fn serialize(ordered: &Map<String, Value>) -> Result<Unstamped, StoreError> {
+        let failed = |e: serde_json::Error| StoreError::BadRequest(e.to_string());
+        let mut text: Vec<u8> = Vec::with_capacity(1024);
+        let mut meta = None;
+        text.push(b'{');
+        for (i, (key, value)) in ordered.iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            serde_json::to_writer(&mut text, key).map_err(failed)?;
+            text.push(b':');
+            if let (2, Value::Object(m)) = (i, value) {
+                meta = Some((text.len() + 1, m.is_empty()));
+            }
+            serde_json::to_writer(&mut text, value).map_err(failed)?;
+        }
+        text.push(b'}');
+        let (meta_at, meta_empty) =
+            meta.ok_or_else(|| StoreError::BadRequest("a normalized resource lacks meta".into()))?;
+        let text = String::from_utf8(text).map_err(|e| StoreError::BadRequest(e.to_string()))?;
+        Ok(Unstamped { text, meta_at, meta_empty })
+    }
 }
 
 /// The stored body: the normalized document with `meta.versionId` and `meta.lastUpdated` first.
-fn stamp(mut value: Value, version: i64, lu_ms: i64) -> Result<String, StoreError> {
-    if let Some(Value::Object(meta)) = value.get_mut("meta") {
-        let mut with_version = Map::with_capacity(meta.len() + 2);
-        with_version.insert("versionId".into(), Value::String(version.to_string()));
-        with_version.insert("lastUpdated".into(), Value::String(instant_text(lu_ms)));
-        with_version.extend(std::mem::take(meta));
-        *meta = with_version;
+fn stamp(body: &Unstamped, version: i64, lu_ms: i64) -> String {
+    let (head, tail) = body.text.split_at(body.meta_at);
+    let mut out = String::with_capacity(body.text.len() + 64);
+    out.push_str(head);
+    out.push_str("\"versionId\":\"");
+    out.push_str(&version.to_string());
+    out.push_str("\",\"lastUpdated\":\"");
+    out.push_str(&instant_text(lu_ms));
+    out.push('"');
+    if !body.meta_empty {
+        out.push(',');
     }
-    serde_json::to_string(&value).map_err(|e| StoreError::BadRequest(e.to_string()))
+    out.push_str(tail);
+    out
 }
 
 /// Index text columns hold '' for "absent" (they are primary-key columns on SQLite).
@@ -712,21 +754,32 @@ impl IndexRows {
             ("idx_uri", with_patient("rkey, p, uri"), self.uri),
             ("compartment", "rkey, patient_id".to_string(), self.compartment),
         ];
-        for (table, columns, mut rows) in tables {
-            for chunk in rows.chunks_mut(CHUNK_ROWS * 2) {
-                let mut sql = Sql::new(self.dialect);
+        let dialect = self.dialect;
+        let mut statements = tables.into_iter().flat_map(|(table, columns, rows)| {
+            let mut rows = rows.into_iter().peekable();
+            std::iter::from_fn(move || {
+                rows.peek()?;
+                let mut sql = Sql::new(dialect);
                 sql.push("INSERT INTO ").push(table).push(" (").push(&columns).push(") VALUES ");
-                for (i, row) in chunk.iter_mut().enumerate() {
+                for (i, row) in rows.by_ref().take(CHUNK_ROWS * 2).enumerate() {
                     if i > 0 {
                         sql.push(", ");
                     }
-                    sql.bind_list(row.drain(..));
+                    sql.bind_list(row);
                 }
                 if table == "compartment" {
                     sql.push(" ON CONFLICT DO NOTHING");
                 }
-                conn.execute(&sql).await?;
-            }
+                Some(sql)
+            })
+        });
+        // Build each statement while the database runs the one before: `join!` polls the
+        // execution first (handing it to the database), then builds the next one.
+        let mut next = statements.next();
+        while let Some(sql) = next {
+            let (done, following) = tokio::join!(conn.execute_owned(sql), async { statements.next() });
+            done?;
+            next = following;
         }
         Ok(())
     }
@@ -742,22 +795,56 @@ mod tests {
             r#"{"gender":"male","meta":{"tag":[{"code":"x"}],"versionId":"9"},"resourceType":"Patient","id":"old","active":true,"birthDate":"1970"}"#,
         )
         .unwrap();
-        let (value, hash) = normalized_doc(doc.clone(), "p1").unwrap();
-        let body = stamp(value, 3, 0).unwrap();
+        let (_, unstamped, hash) = normalized_doc(doc.clone(), "p1").unwrap();
+        let body = stamp(&unstamped, 3, 0);
         assert_eq!(
             body,
             r#"{"resourceType":"Patient","id":"p1","meta":{"versionId":"3","lastUpdated":"1970-01-01T00:00:00.000Z","tag":[{"code":"x"}]},"gender":"male","active":true,"birthDate":"1970"}"#
         );
-        let (_, hash2) = normalized_doc(doc, "p1").unwrap();
+        let (_, _, hash2) = normalized_doc(doc, "p1").unwrap();
         assert_eq!(hash, hash2);
+    }
+
+    /// What the stored body was before stamping became a splice: meta rebuilt with the version
+    /// and time first, then the whole tree serialized again.
+    fn stamp_by_reserializing(mut value: Value, version: i64, lu_ms: i64) -> String {
+        if let Some(Value::Object(meta)) = value.get_mut("meta") {
+            let mut with_version = Map::new();
+            with_version.insert("versionId".into(), Value::String(version.to_string()));
+            with_version.insert("lastUpdated".into(), Value::String(instant_text(lu_ms)));
+            with_version.extend(std::mem::take(meta));
+            *meta = with_version;
+        }
+        serde_json::to_string(&value).unwrap()
+    }
+
+    #[test]
+    fn stamping_by_splice_equals_serializing_again_and_hashes_are_unchanged() {
+        let docs = [
+            r#"{"resourceType":"Patient","id":"x"}"#,
+            r#"{"resourceType":"Patient","meta":{}}"#,
+            r#"{"resourceType":"Patient","meta":{"lastUpdated":"2020-01-01T00:00:00Z"}}"#,
+            r#"{"resourceType":"Observation","status":"final","meta":{"profile":["p"],"versionId":"4"},"valueString":"\"meta\":{ é ✓"}"#,
+            r#"{"contained":[{"resourceType":"Medication","id":"m","meta":{"tag":[{"code":"c"}]}}],"resourceType":"MedicationRequest"}"#,
+        ];
+        for (i, text) in docs.iter().enumerate() {
+            let doc: Map<String, Value> = serde_json::from_str(text).unwrap();
+            let (value, unstamped, hash) = normalized_doc(doc, "id-1").unwrap();
+            let expected = stamp_by_reserializing(value.clone(), 7, 1_600_000_000_123);
+            assert_eq!(stamp(&unstamped, 7, 1_600_000_000_123), expected, "doc {i}");
+            // Stored hashes decide whether a re-import changes anything: same bytes, same hash.
+            let mut hasher = Sha256::new();
+            hasher.update(serde_json::to_vec(&value).unwrap());
+            assert_eq!(hash, hex::encode(&hasher.finalize()[..16]), "doc {i}");
+        }
     }
 
     #[test]
     fn decimals_keep_their_precision() {
         let doc: Map<String, Value> =
             serde_json::from_str(r#"{"resourceType":"Observation","valueQuantity":{"value":1.50}}"#).unwrap();
-        let (value, _) = normalized_doc(doc, "o").unwrap();
-        let body = stamp(value, 1, 0).unwrap();
+        let (_, unstamped, _) = normalized_doc(doc, "o").unwrap();
+        let body = stamp(&unstamped, 1, 0);
         assert!(body.contains(r#""value":1.50"#), "{body}");
     }
 }
