@@ -62,14 +62,30 @@ pub(crate) struct Cache {
 
 impl Cache {
     pub fn new(max_bytes: u64) -> Cache {
-        Cache {
-            entries: quick_cache::sync::Cache::with_weighter(
-                usize::try_from(max_bytes / TYPICAL_ENTRY_BYTES).unwrap_or(1024).max(16),
-                max_bytes.max(1),
+        Cache { entries: Self::entries(max_bytes), epoch: AtomicU64::new(0), known_seq: AtomicI64::new(-1) }
+    }
+
+    fn entries(max_bytes: u64) -> quick_cache::sync::Cache<String, (u64, Cached), ByBytes> {
+        let items = usize::try_from(max_bytes / TYPICAL_ENTRY_BYTES).unwrap_or(1024).max(16);
+        // Search pages run to a few hundred KB. Each shard holds its share of the budget, and
+        // new entries wait in the shard's "cold" part (the rest of the budget is "hot") until a
+        // second use: with the defaults (cores × 4 shards, 3% cold) that part is smaller than
+        // one search page, so pages were dropped before their second use and never cached.
+        // Two shards with a 20% cold part hold pages of up to 1.6 MB at the default 16 MiB.
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(max_bytes.max(1))
+            .shards(2)
+            .hot_allocation(0.8)
+            .build();
+        match options {
+            Ok(options) => quick_cache::sync::Cache::with_options(
+                options,
                 ByBytes,
+                quick_cache::DefaultHashBuilder::default(),
+                quick_cache::sync::DefaultLifecycle::default(),
             ),
-            epoch: AtomicU64::new(0),
-            known_seq: AtomicI64::new(-1),
+            Err(_) => quick_cache::sync::Cache::with_weighter(items, max_bytes.max(1), ByBytes),
         }
     }
 
