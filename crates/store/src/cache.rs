@@ -70,7 +70,8 @@ impl Cache {
         // Search pages run to a few hundred KB. Each shard holds its share of the budget, and
         // new entries wait in the shard's "cold" part (the rest of the budget is "hot") until a
         // second use: with the defaults (cores × 4 shards, 3% cold) that part is smaller than
-        // one search page, so pages were dropped before their second use and never cached.
+        // one search page, so pages were dropped before their second use and took repeated
+        // misses to be kept (the ×6 lab search ran at half speed for its first seconds).
         // Two shards with a 20% cold part hold pages of up to 1.6 MB at the default 16 MiB.
         let options = quick_cache::OptionsBuilder::new()
             .estimated_items_capacity(items)
