@@ -95,7 +95,7 @@ pub(crate) struct Prepared {
 pub(crate) struct Normalized {
     /// `resourceType`, `id`, `meta` (without versionId/lastUpdated) first, then the rest.
     body: Unstamped,
-    /// Hash of `value`: an import whose hash equals the stored one changes nothing.
+    /// Hash of `body`'s text: an import whose hash equals the stored one changes nothing.
     hash: String,
     extracted: Extracted,
 }
@@ -600,7 +600,7 @@ async fn load_existing(
 }
 
 /// Set id, drop `meta.versionId`/`meta.lastUpdated`, and put `resourceType`, `id`, `meta` first.
-/// Returns that document and its hash (the content a re-import is compared by).
+/// Returns that document, its serialized text and its hash (what a re-import is compared by).
 fn normalized_doc(mut doc: Map<String, Value>, id: &str) -> Result<(Value, Unstamped, String), StoreError> {
     // shift_remove keeps the order of the remaining members (remove() would swap them).
     let resource_type = doc.shift_remove("resourceType").unwrap_or(Value::Null);
