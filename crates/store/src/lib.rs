@@ -170,9 +170,7 @@ impl Store {
         tx.commit().await?;
         if self.dialect() == Dialect::Sqlite {
             // Connection settings of the single writer connection, outside any transaction.
-            let mut tx = self.pool.begin_write().await?;
-            tx.conn().execute(&run("PRAGMA cache_size = -262144")).await?;
-            tx.commit().await?;
+            self.pool.configure_sqlite_writer("PRAGMA cache_size = -262144").await?;
             if empty {
                 // Filling an empty database: no fsync until the load is done (`end_bulk_load`
                 // syncs everything). A killed process still loses nothing committed (the OS
@@ -186,23 +184,18 @@ impl Store {
 
     /// Rebuild what `begin_bulk_load` set aside, refresh statistics, restore settings.
     pub async fn end_bulk_load(&self) -> Result<(), StoreError> {
-        let run = |text: &str| db::Sql { dialect: self.dialect(), text: text.into(), params: vec![] };
         let sqlite = self.dialect() == Dialect::Sqlite;
         if sqlite {
             // Index builds sort every row; SQLite may hand parts of that sort to helper threads.
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-            let mut tx = self.pool.begin_write().await?;
-            tx.conn().execute(&run(&format!("PRAGMA threads = {threads}"))).await?;
-            tx.commit().await?;
+            self.pool.configure_sqlite_writer(&format!("PRAGMA threads = {threads}")).await?;
         }
         let mut tx = self.pool.begin_write().await?;
         indexes::ensure(&mut tx.conn()).await?;
         tx.commit().await?;
         if sqlite {
-            let mut tx = self.pool.begin_write().await?;
-            tx.conn().execute(&run("PRAGMA threads = 0")).await?;
-            tx.conn().execute(&run("PRAGMA cache_size = -16000")).await?;
-            tx.commit().await?;
+            self.pool.configure_sqlite_writer("PRAGMA threads = 0").await?;
+            self.pool.configure_sqlite_writer("PRAGMA cache_size = -16000").await?;
             self.analyze().await?;
             // Back to syncing commits; the checkpoint syncs the log and the database file, so
             // the whole load is on disk when the import reports it done.
@@ -214,7 +207,10 @@ impl Store {
         // row), leaving a dead tuple per resource; vacuum them now, with fresh statistics, rather
         // than let autovacuum do it under the first queries. VACUUM cannot run in a transaction.
         let mut lease = self.pool.read_conn().await?;
-        lease.conn().execute(&run("VACUUM (ANALYZE)")).await?;
+        lease
+            .conn()
+            .execute(&db::Sql { dialect: Dialect::Postgres, text: "VACUUM (ANALYZE)".into(), params: vec![] })
+            .await?;
         Ok(())
     }
 
