@@ -19,7 +19,7 @@ const QUEUE: usize = 100_000;
 /// Records waiting that wake the writer before its pause ends: this bounds the memory held by
 /// queued records (about 10 MB) while keeping commits large. Each commit rewrites every index
 /// page it touched, about one per patient seen, so fewer, larger commits cost less per record
-/// (30,000 instead of 8,000: 4% more reads/s under the read benchmark).
+/// (30,000 rather than 8,000; see BENCHMARKS.md).
 const WAKE_AT: usize = 30_000;
 
 enum Message {
