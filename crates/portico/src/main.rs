@@ -76,7 +76,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTICO_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Memory for cached reads and search pages, in MiB (0 turns the cache off).
-    #[arg(long, env = "PORTICO_CACHE_MB", default_value_t = 16)]
+    #[arg(long, env = "PORTICO_CACHE_MB", default_value_t = 32)]
     pub cache_mb: u64,
     /// DEVELOPMENT ONLY: answer FHIR requests without a token as an administrator's. Never use
     /// this with real records.

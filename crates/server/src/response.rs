@@ -84,7 +84,18 @@ pub struct BundleWriter {
 
 impl BundleWriter {
     pub fn new(bundle_type: &str, total: Option<i64>, links: &[(&str, String)]) -> BundleWriter {
-        let mut text = String::with_capacity(4096);
+        BundleWriter::with_capacity(4096, bundle_type, total, links)
+    }
+
+    /// As [`BundleWriter::new`], with room for about `bytes` of text: a page of large entries
+    /// then grows without reallocating (each doubling copies all that was written).
+    pub fn with_capacity(
+        bytes: usize,
+        bundle_type: &str,
+        total: Option<i64>,
+        links: &[(&str, String)],
+    ) -> BundleWriter {
+        let mut text = String::with_capacity(bytes);
         text.push_str(r#"{"resourceType":"Bundle","id":""#);
         text.push_str(&uuid_like());
         text.push_str(r#"","meta":{"lastUpdated":""#);

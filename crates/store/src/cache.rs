@@ -23,6 +23,8 @@ pub(crate) enum Cached {
     Search(Arc<SearchPage>),
     /// A yes/no answer (is a resource visible under a restriction).
     Flag(bool),
+    /// A finished answer built from a search page (the searchset Bundle's text).
+    Text(bytes::Bytes),
 }
 
 impl Cached {
@@ -33,6 +35,7 @@ impl Cached {
                 p.matches.iter().chain(p.included.iter()).map(|r| r.body.len() + 128).sum::<usize>() + 256
             }
             Cached::Flag(_) => 16,
+            Cached::Text(t) => t.len() + 64,
         };
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
@@ -72,7 +75,7 @@ impl Cache {
         // second use: with the defaults (cores × 4 shards, 3% cold) that part is smaller than
         // one search page, so pages were dropped before their second use and took repeated
         // misses to be kept (the ×6 lab search ran at half speed for its first seconds).
-        // Two shards with a 20% cold part hold pages of up to 1.6 MB at the default 16 MiB.
+        // Two shards with a 20% cold part hold pages of up to 3.2 MB at the default 32 MiB.
         let options = quick_cache::OptionsBuilder::new()
             .estimated_items_capacity(items)
             .weight_capacity(max_bytes.max(1))

@@ -180,6 +180,11 @@ impl Lease {
     }
 }
 
+/// SQLite's `cache_size` for the writer connection outside bulk loads (negative: KiB). Its
+/// steady work is the audit trail's inserts, whose index pages the OS page cache also holds;
+/// 8 MB rather than 16 keeps the server's resident memory within its budget.
+pub(crate) const WRITER_CACHE_SIZE: &str = "-8000";
+
 impl Pool {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, StoreError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -210,9 +215,10 @@ impl Pool {
             .foreign_keys(false)
             .pragma("temp_store", "memory")
             .statement_cache_capacity(64);
-        // Page cache per connection (KiB): the one writer gets more for bulk imports; readers
-        // share the OS page cache, so a small private cache keeps resident memory low.
-        let options_write = options.clone().pragma("cache_size", "-16000");
+        // Page cache per connection (KiB): the one writer gets more (bulk imports raise it
+        // further while they run); readers share the OS page cache, so a small private cache
+        // keeps resident memory low.
+        let options_write = options.clone().pragma("cache_size", WRITER_CACHE_SIZE);
         let options = options.pragma("cache_size", "-2000");
         let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options_write).await?;
         sqlx::migrate!("./migrations/sqlite").run(&write).await?;

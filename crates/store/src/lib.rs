@@ -51,7 +51,7 @@ impl Default for StoreOptions {
         StoreOptions {
             base_url: "http://localhost:8080/fhir".into(),
             max_connections: 8,
-            cache_bytes: 16 << 20,
+            cache_bytes: 32 << 20,
             labeler: Some(Arc::new(fhir::labels::Labeler::defaults())),
         }
     }
@@ -195,7 +195,7 @@ impl Store {
         tx.commit().await?;
         if sqlite {
             self.pool.configure_sqlite_writer("PRAGMA threads = 0").await?;
-            self.pool.configure_sqlite_writer("PRAGMA cache_size = -16000").await?;
+            self.pool.configure_sqlite_writer(&format!("PRAGMA cache_size = {}", db::WRITER_CACHE_SIZE)).await?;
             self.analyze().await?;
             // Back to syncing commits; the checkpoint syncs the log and the database file, so
             // the whole load is on disk when the import reports it done.

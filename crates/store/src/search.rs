@@ -74,6 +74,37 @@ impl Store {
         Ok(page)
     }
 
+    /// A search whose answer the caller builds from the page with `render`; the built text is
+    /// what is cached, under `answer_key` (whatever else the answer depends on, such as the
+    /// request's own parameter text for its links) beside the search itself. A hit then costs
+    /// a lookup, not rebuilding a Bundle of tens of KB from its entries; and the cache holds
+    /// each answer once, in one piece, rather than the page and the answer. The text is served
+    /// only while nothing has been written since its page was read, like every cached entry.
+    pub async fn search_rendered(
+        &self,
+        request: &SearchRequest,
+        restriction: &Restriction,
+        answer_key: &str,
+        render: impl FnOnce(&SearchPage) -> String,
+    ) -> Result<bytes::Bytes, StoreError> {
+        let Some(cache) = &self.cache else {
+            return Ok(render(&self.search_db(request, restriction).await?).into());
+        };
+        let key = if restriction.is_unrestricted() {
+            format!("t|{request:?}|{answer_key}")
+        } else {
+            format!("t|{request:?}|{restriction:?}|{answer_key}")
+        };
+        if let Some(Cached::Text(text)) = cache.get(&key) {
+            return Ok(text);
+        }
+        let epoch = cache.epoch();
+        // Bytes takes the String's buffer as it is: no copy of a page that may run to a MB.
+        let text = bytes::Bytes::from(render(&self.search_db(request, restriction).await?));
+        cache.put(key, epoch, Cached::Text(text.clone()));
+        Ok(text)
+    }
+
     async fn search_db(&self, request: &SearchRequest, restriction: &Restriction) -> Result<SearchPage, StoreError> {
         let mut lease = self.pool.read_conn().await?;
         self.search_with(&mut lease.conn(), request, restriction).await

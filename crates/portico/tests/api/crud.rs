@@ -12,7 +12,8 @@ both_backends!(
     history_and_since,
     prefer_return,
     if_match_concurrency,
-    writes_from_another_process_invalidate_the_cache
+    writes_from_another_process_invalidate_the_cache,
+    cached_search_answers_follow_writes_and_their_own_links
 );
 
 fn patient(family: &str) -> Value {
@@ -269,4 +270,33 @@ async fn writes_from_another_process_invalidate_the_cache(backend: Backend) {
     assert_eq!(read["gender"], "male", "the other process's write is visible");
     assert_eq!(read["meta"]["versionId"], "2");
     assert_eq!(s.search_ids("Patient?gender=male").await, vec!["shared"]);
+}
+
+/// Search answers are cached as finished Bundles: one must never be served for a request whose
+/// links differ (same search, other parameter text), nor after this process wrote.
+async fn cached_search_answers_follow_writes_and_their_own_links(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else { return };
+    let self_link = |bundle: &Value| {
+        bundle["link"].as_array().unwrap().iter().find(|l| l["relation"] == "self").unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(s.post("Patient", &patient("Cachetest")).await.0, 201);
+    for _ in 0..3 {
+        let (status, bundle) = s.get("Patient?family=Cachetest").await;
+        assert_eq!(status, 200);
+        assert_eq!(bundle["entry"].as_array().map(Vec::len), Some(1));
+        assert!(self_link(&bundle).contains("family=Cachetest"), "{}", self_link(&bundle));
+    }
+    // The same search written differently (string search ignores case) has its own links.
+    let (_, other_text) = s.get("Patient?family=cachetest").await;
+    assert_eq!(other_text["entry"].as_array().map(Vec::len), Some(1));
+    assert!(self_link(&other_text).contains("family=cachetest"), "{}", self_link(&other_text));
+    // A write through this server shows at once.
+    assert_eq!(s.post("Patient", &patient("Cachetest")).await.0, 201);
+    let (_, after) = s.get("Patient?family=Cachetest").await;
+    assert_eq!(after["entry"].as_array().map(Vec::len), Some(2));
+    let (_, count) = s.get("Patient?family=Cachetest&_summary=count").await;
+    assert_eq!(count["total"], 2);
 }

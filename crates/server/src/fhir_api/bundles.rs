@@ -16,14 +16,17 @@ use crate::AppState;
 
 const SUBSETTED: (&str, &str) = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED");
 
-pub fn searchset(state: &AppState, request: &SearchRequest, pairs: &[(String, String)], page: &SearchPage) -> Response {
+/// The searchset Bundle's text for one page of results.
+pub fn searchset(state: &AppState, request: &SearchRequest, pairs: &[(String, String)], page: &SearchPage) -> String {
     let base = &state.config.base_url;
     let path = format!("{base}/{}", request.resource_type);
     let mut links = vec![("self", url_with(&path, pairs, None))];
     if let Some(cursor) = &page.next_cursor {
         links.push(("next", url_with(&path, pairs, Some(cursor))));
     }
-    let mut bundle = BundleWriter::new("searchset", page.total, &links);
+    // Each entry adds its fullUrl and search mode (~100 bytes beside the base URL) to its body.
+    let room = page.matches.iter().chain(&page.included).map(|r| r.body.len() + base.len() + 128).sum::<usize>();
+    let mut bundle = BundleWriter::with_capacity(room + 2048, "searchset", page.total, &links);
     for m in &page.matches {
         let body = shaped(m, request);
         bundle.entry(Some(&full_url(base, m)), Some(&body), &[("search", json!({"mode": "match"}))]);
@@ -49,7 +52,7 @@ pub fn searchset(state: &AppState, request: &SearchRequest, pairs: &[(String, St
         let outcome = fhir::outcome::operation_outcome(&warnings);
         bundle.entry(None, Some(&outcome.to_string()), &[("search", json!({"mode": "outcome"}))]);
     }
-    fhir_json(StatusCode::OK, bundle.finish())
+    bundle.finish()
 }
 
 pub async fn history(

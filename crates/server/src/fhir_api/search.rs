@@ -73,8 +73,13 @@ async fn run(
     let prefer = Prefer::from_headers(headers);
     let handling = if prefer.lenient { Handling::Lenient } else { Handling::Strict };
     let request = search::parse(fhir::Registry::r4(), rtype, &pairs, handling)?;
-    let page = state.store.search(&request, &restriction).await?;
-    let mut response = bundles::searchset(state, &request, &pairs, &page);
+    // The Bundle's links repeat the request's own parameters, so they are part of the key.
+    let answer_key = format!("{pairs:?}");
+    let text = state
+        .store
+        .search_rendered(&request, &restriction, &answer_key, |page| bundles::searchset(state, &request, &pairs, page))
+        .await?;
+    let mut response = crate::response::fhir_json(StatusCode::OK, text);
     // The patient searched for, for the audit trail.
     let patient = pairs.iter().find_map(|(k, v)| match k.as_str() {
         "patient" | "subject" | "_id" if rtype == "Patient" || k != "_id" => {
