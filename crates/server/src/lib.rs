@@ -39,6 +39,9 @@ pub struct Shared {
     pub audit: AuditLog,
     /// The CapabilityStatement, rendered once.
     capability: Arc<String>,
+    /// What a request without a token may do under `--dev-open-access`: one value for all of
+    /// them (it holds no per-request state), not an allocation per request.
+    open_access: Arc<oauth::access::Access>,
 }
 
 impl std::ops::Deref for AppState {
@@ -61,6 +64,7 @@ impl AppState {
             auth,
             audit,
             capability: Arc::new(capability),
+            open_access: Arc::new(oauth::access::Access::dev_open()),
         })))
     }
 }

@@ -66,7 +66,39 @@ pub fn http_date(ms: i64) -> String {
     let weekday = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][t.weekday().number_days_from_monday() as usize];
     let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
         [usize::from(u8::from(t.month())) - 1];
-    format!("{weekday}, {:02} {month} {:04} {:02}:{:02}:{:02} GMT", t.day(), t.year(), t.hour(), t.minute(), t.second())
+    let Some(year) = u32::try_from(t.year()).ok().filter(|y| *y <= 9999) else {
+        return format!(
+            "{weekday}, {:02} {month} {:04} {:02}:{:02}:{:02} GMT",
+            t.day(),
+            t.year(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+    };
+    // Every read's Last-Modified: pushed digit by digit rather than through `format!`, which
+    // cost 1% of a cached read's CPU.
+    let mut out = String::with_capacity(29);
+    let digits = |out: &mut String, value: u32, width: u32| {
+        for place in (0..width).rev() {
+            out.push(char::from(b'0' + (value / 10u32.pow(place) % 10) as u8));
+        }
+    };
+    out.push_str(weekday);
+    out.push_str(", ");
+    digits(&mut out, u32::from(t.day()), 2);
+    out.push(' ');
+    out.push_str(month);
+    out.push(' ');
+    digits(&mut out, year, 4);
+    out.push(' ');
+    digits(&mut out, u32::from(t.hour()), 2);
+    out.push(':');
+    digits(&mut out, u32::from(t.minute()), 2);
+    out.push(':');
+    digits(&mut out, u32::from(t.second()), 2);
+    out.push_str(" GMT");
+    out
 }
 
 #[cfg(test)]
@@ -78,5 +110,8 @@ mod tests {
         assert_eq!(instant_text(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(instant_text(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
         assert_eq!(http_date(1_700_000_000_123), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(-62_135_596_800_000), "Mon, 01 Jan 0001 00:00:00 GMT");
+        assert_eq!(http_date(253_402_300_799_000), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
 }
