@@ -1,4 +1,4 @@
-//! An in-process cache of reads and search pages.
+//! An in-process cache of reads and finished search answers.
 //!
 //! Correctness rests on one number, the write epoch: every entry records the epoch at which its
 //! database read *started*, and is served only while the epoch is unchanged. This process bumps
@@ -9,10 +9,8 @@
 //! cannot serve stale data; a read-mostly workload is the one that benefits.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::search::SearchPage;
 use crate::StoredResource;
 
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -20,7 +18,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub(crate) enum Cached {
     Read(Option<StoredResource>),
-    Search(Arc<SearchPage>),
     /// A yes/no answer (is a resource visible under a restriction).
     Flag(bool),
     /// A finished answer built from a search page (the searchset Bundle's text).
@@ -31,9 +28,6 @@ impl Cached {
     fn weight(&self) -> u32 {
         let bytes = match self {
             Cached::Read(r) => r.as_ref().map_or(64, |r| r.body.len() + 128),
-            Cached::Search(p) => {
-                p.matches.iter().chain(p.included.iter()).map(|r| r.body.len() + 128).sum::<usize>() + 256
-            }
             Cached::Flag(_) => 16,
             Cached::Text(t) => t.len() + 64,
         };

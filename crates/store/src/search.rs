@@ -7,7 +7,6 @@
 //! (sort values + rkey of the last row) so a `next` link stays correct while data changes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -52,26 +51,9 @@ const EVERYTHING_REFERENCED: &[&str] =
 
 impl Store {
     /// Search within what `restriction` lets the caller see (matches, totals and includes alike).
-    pub async fn search(
-        &self,
-        request: &SearchRequest,
-        restriction: &Restriction,
-    ) -> Result<Arc<SearchPage>, StoreError> {
-        let Some(cache) = &self.cache else { return self.search_db(request, restriction).await.map(Arc::new) };
-        // The parsed request and the caller's restriction are the key: equal inputs are equal
-        // searches.
-        let key = if restriction.is_unrestricted() {
-            format!("s|{request:?}")
-        } else {
-            format!("s|{request:?}|{restriction:?}")
-        };
-        if let Some(Cached::Search(page)) = cache.get(&key) {
-            return Ok(page);
-        }
-        let epoch = cache.epoch();
-        let page = Arc::new(self.search_db(request, restriction).await?);
-        cache.put(key, epoch, Cached::Search(page.clone()));
-        Ok(page)
+    /// Not cached: answers to clients are cached finished, by [`Store::search_rendered`].
+    pub async fn search(&self, request: &SearchRequest, restriction: &Restriction) -> Result<SearchPage, StoreError> {
+        self.search_db(request, restriction).await
     }
 
     /// A search whose answer the caller builds from the page with `render`; the built text is
