@@ -24,7 +24,12 @@ fn shared_body(text: JsonText) -> Body {
 }
 
 fn etag(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("W/\"{version}\"")).unwrap_or(HeaderValue::from_static("W/\"0\""))
+    // Written on every read: pushes rather than `format!`.
+    let mut text = String::with_capacity(24);
+    text.push_str("W/\"");
+    text.push_str(itoa::Buffer::new().format(version));
+    text.push('"');
+    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("W/\"0\""))
 }
 
 pub fn version_headers(headers: &mut HeaderMap, version: i64, last_updated_ms: i64) {

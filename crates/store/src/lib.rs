@@ -6,6 +6,7 @@
 //! value of a commit sequence, which orders history and will drive sync cursors.
 
 pub mod access;
+mod audit;
 pub mod auth;
 mod bundle;
 mod cache;
@@ -20,7 +21,8 @@ mod write;
 
 use std::sync::Arc;
 
-pub use access::{AuditQuery, AuditRecord, PractitionerLink};
+pub use access::PractitionerLink;
+pub use audit::{AuditQuery, AuditRecord};
 pub use bundle::{parse_etag, BundleKind, BundleResult, EntryResult, RestWrite, RestWriteKind};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::Dialect;

@@ -53,10 +53,21 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
+/// The cache key of a read by id. Built with pushes, not `format!`: it is made on every read,
+/// and the formatting machinery cost more than the cache lookup itself.
+fn read_key(resource_type: &str, id: &str) -> String {
+    let mut key = String::with_capacity(3 + resource_type.len() + id.len());
+    key.push_str("r|");
+    key.push_str(resource_type);
+    key.push('|');
+    key.push_str(id);
+    key
+}
+
 impl Store {
     pub async fn read(&self, resource_type: &str, id: &str) -> Result<ReadOutcome, StoreError> {
         let Some(cache) = &self.cache else { return self.read_db(resource_type, id).await };
-        let key = format!("r|{resource_type}|{id}");
+        let key = read_key(resource_type, id);
         match cache.get(&key) {
             Some(Cached::Read(Some(r))) => return Ok(ReadOutcome::Found(r)),
             Some(Cached::Read(None)) => return Ok(ReadOutcome::NotFound),

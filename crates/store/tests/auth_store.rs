@@ -16,7 +16,7 @@ use store::auth::{
     token_hash, AuthStoreError, ClientType, KeyAlg, LockoutPolicy, NewClient, NewCode, NewGrant, NewLaunch,
     NewSigningKey, NewUser, OwnerType, RegistrationSource, Role, GRANT_REVOKED_CHANNEL,
 };
-use store::{Clock, Store, StoreOptions};
+use store::{AuditQuery, AuditRecord, Clock, Store, StoreOptions};
 use time::OffsetDateTime;
 
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -59,36 +59,48 @@ fn required(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v == "1" || v == "true")
 }
 
+/// A new, empty database: a SQLite file in a temporary directory, or a throw-away PostgreSQL
+/// database (`None` when PostgreSQL is not reachable and not required).
+async fn fresh_database(backend: Backend) -> Option<(tempfile::TempDir, String, Option<String>)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    match backend {
+        Backend::Sqlite => {
+            let url = dir.path().join("auth.db").display().to_string();
+            Some((dir, url, None))
+        }
+        Backend::Postgres => {
+            let admin = match sqlx::PgPool::connect(PG_ADMIN_URL).await {
+                Ok(pool) => pool,
+                Err(e) => {
+                    assert!(!required("PORTICO_REQUIRE_POSTGRES"), "PostgreSQL required but unreachable: {e}");
+                    eprintln!(
+                        "SKIP: PostgreSQL not reachable on 127.0.0.1:5432 ({e}); \
+                         set PORTICO_REQUIRE_POSTGRES=1 to fail instead"
+                    );
+                    return None;
+                }
+            };
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let name = format!("portico_authtest_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&admin).await.expect("drop old db");
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
+            admin.close().await;
+            Some((dir, format!("postgres://postgres@127.0.0.1:5432/{name}"), Some(name)))
+        }
+    }
+}
+
 impl Ctx {
     async fn new(backend: Backend) -> Option<Ctx> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (url, pg_database) = match backend {
-            Backend::Sqlite => (dir.path().join("auth.db").display().to_string(), None),
-            Backend::Postgres => {
-                let admin = match sqlx::PgPool::connect(PG_ADMIN_URL).await {
-                    Ok(pool) => pool,
-                    Err(e) => {
-                        assert!(!required("PORTICO_REQUIRE_POSTGRES"), "PostgreSQL required but unreachable: {e}");
-                        eprintln!(
-                            "SKIP: PostgreSQL not reachable on 127.0.0.1:5432 ({e}); \
-                             set PORTICO_REQUIRE_POSTGRES=1 to fail instead"
-                        );
-                        return None;
-                    }
-                };
-                static COUNTER: AtomicU64 = AtomicU64::new(0);
-                let name =
-                    format!("portico_authtest_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&admin).await.expect("drop old db");
-                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create test database");
-                admin.close().await;
-                (format!("postgres://postgres@127.0.0.1:5432/{name}"), Some(name))
-            }
-        };
+        let (dir, url, pg_database) = fresh_database(backend).await?;
+        Some(Ctx::connect(dir, url, pg_database).await)
+    }
+
+    async fn connect(dir: tempfile::TempDir, url: String, pg_database: Option<String>) -> Ctx {
         let clock = Arc::new(TestClock(AtomicI64::new(START)));
         let options = StoreOptions { max_connections: 4, cache_bytes: 0, ..StoreOptions::default() };
         let store = Store::connect(&url, options, clock.clone()).await.expect("connect store");
-        Some(Ctx { store, url, clock, _dir: dir, pg_database })
+        Ctx { store, url, clock, _dir: dir, pg_database }
     }
 }
 
@@ -155,6 +167,7 @@ on_both_backends!(
     launch_contexts_are_single_use,
     signing_keys_retire,
     pruning,
+    audit_queries_find_what_a_scan_finds,
 );
 
 // ---- fixtures ----------------------------------------------------------------------------------
@@ -967,6 +980,185 @@ async fn postgres_revocation_notifies_other_processes() {
     want.sort();
     assert_eq!(heard, want);
     drop(listener);
+}
+
+// ---- audit trail -------------------------------------------------------------------------------
+
+/// The audit records `query` should find, newest first: a plain scan of everything stored.
+fn audit_scan(all: &[AuditRecord], query: &AuditQuery) -> Vec<i64> {
+    let mut ids: Vec<i64> = all
+        .iter()
+        .filter(|r| query.patients.as_ref().is_none_or(|p| r.patient_id.as_ref().is_some_and(|id| p.contains(id))))
+        .filter(|r| query.user_id.as_ref().is_none_or(|u| r.user_id.as_ref() == Some(u)))
+        .filter(|r| query.since_ms.is_none_or(|since| r.recorded_ms >= since))
+        .filter(|r| query.before_id.is_none_or(|before| r.id < before))
+        .map(|r| r.id)
+        .collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.truncate(query.limit.clamp(1, 1000) as usize);
+    ids
+}
+
+/// Every stored audit record, read newest first a page at a time.
+async fn all_audit_records(store: &Store) -> Vec<AuditRecord> {
+    let mut all = Vec::new();
+    let mut before = None;
+    loop {
+        let page =
+            store.audit_events(&AuditQuery { before_id: before, limit: 1000, ..AuditQuery::default() }).await.unwrap();
+        let Some(last) = page.last() else { return all };
+        before = Some(last.id);
+        all.extend(page);
+    }
+}
+
+/// Records are written in batches as the server's writer does (one transaction each); queries by
+/// patient, user, time and paging cursor must find exactly the records a scan finds. One patient
+/// appears in every batch, so its postings span several of the reader's pages.
+async fn audit_queries_find_what_a_scan_finds(ctx: &Ctx) {
+    let mut seed: u64 = 7;
+    let mut next = move |n: u64| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut ms = 1_800_000_000_000;
+    let mut written = 0;
+    for batch in 0..170 {
+        let size = if batch % 50 == 0 { 300 } else { 1 + next(12) as usize };
+        let mut records = Vec::with_capacity(size + 1);
+        for i in 0..=size {
+            ms += next(40) as i64 - 5; // mostly later, sometimes a little earlier (concurrent requests)
+            let patient = if i == 0 {
+                Some("p0".to_string())
+            } else {
+                [None, Some("p1"), Some("p2"), Some("p3")][next(4) as usize].map(str::to_string)
+            };
+            let user = [None, Some("u1"), Some("u2")][next(3) as usize].map(str::to_string);
+            records.push(AuditRecord {
+                recorded_ms: ms,
+                interaction: "read".into(),
+                action: "R".into(),
+                status: 200,
+                patient_id: patient,
+                user_id: user,
+                resource_type: Some("Patient".into()),
+                resource_id: Some(format!("r{batch}-{i}")),
+                ..AuditRecord::default()
+            });
+        }
+        written += records.len();
+        ctx.store.record_audit(&records).await.unwrap();
+    }
+    let all = all_audit_records(&ctx.store).await;
+    assert_eq!(all.len(), written);
+    let mut ids: Vec<i64> = all.iter().map(|r| r.id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), written, "ids are unique");
+    let middle_id = all[all.len() / 2].id;
+    let middle_ms = all[all.len() / 3].recorded_ms;
+    let patients = |p: &[&str]| Some(p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let mut queries = Vec::new();
+    for limit in [1, 7, 50, 1000] {
+        for before_id in [None, Some(middle_id)] {
+            for since_ms in [None, Some(middle_ms)] {
+                for (who, user) in [
+                    (patients(&["p0"]), None),
+                    (patients(&["p1", "p2"]), None),
+                    (patients(&["p3"]), Some("u1".to_string())),
+                    (None, Some("u2".to_string())),
+                    (patients(&["nobody"]), None),
+                    (None, None),
+                ] {
+                    queries.push(AuditQuery { patients: who, user_id: user, since_ms, before_id, limit });
+                }
+            }
+        }
+    }
+    for query in &queries {
+        let found: Vec<i64> = ctx.store.audit_events(query).await.unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(found, audit_scan(&all, query), "{query:?}");
+    }
+    let none = AuditQuery { patients: Some(Vec::new()), limit: 10, ..AuditQuery::default() };
+    assert!(ctx.store.audit_events(&none).await.unwrap().is_empty());
+    // A record read back by id is the one written.
+    let one = &all[17];
+    assert_eq!(ctx.store.audit_event(one.id).await.unwrap().as_ref(), Some(one));
+}
+
+/// Records stored before postings existed (an index on patient_id found them) are found after
+/// the migration that introduced postings, on either side of its 100,000-id groups.
+async fn audit_records_stored_before_postings_are_found(backend: Backend) {
+    let Some((dir, url, pg_database)) = fresh_database(backend).await else { return };
+    let folder = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(folder);
+    let mut before_postings = sqlx::migrate::Migrator::new(path).await.unwrap();
+    let older: Vec<_> = before_postings.migrations.iter().filter(|m| m.version < 6).cloned().collect();
+    assert_eq!(older.len(), 5);
+    before_postings.migrations = older.into();
+    let ids = [3_i64, 99_999, 100_000, 100_001, 250_000];
+    let insert =
+        "INSERT INTO audit_events (id, recorded_ms, interaction, action, outcome, status, user_id, patient_id) \
+                  VALUES ($1, $2, 'read', 'R', 0, 200, $3, $4)";
+    let rows = ids.iter().map(|&id| (id, 1_800_000_000_000 + id, if id % 2 == 1 { Some("u1") } else { None }, "p1"));
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{url}?mode=rwc")).await.unwrap();
+            before_postings.run(&pool).await.unwrap();
+            for (id, ms, user, patient) in rows {
+                sqlx::query(insert).bind(id).bind(ms).bind(user).bind(patient).execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            before_postings.run(&pool).await.unwrap();
+            for (id, ms, user, patient) in rows {
+                sqlx::query(insert).bind(id).bind(ms).bind(user).bind(patient).execute(&pool).await.unwrap();
+            }
+            // The sequence moves past explicit ids only when told to (as after a restore).
+            sqlx::query("SELECT setval('audit_events_id_seq', 250000)").execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+    let ctx = Ctx::connect(dir, url, pg_database).await;
+    let query = |patients: Option<Vec<String>>, user: Option<&str>| AuditQuery {
+        patients,
+        user_id: user.map(str::to_string),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let found = |q: AuditQuery| {
+        let store = ctx.store.clone();
+        async move { store.audit_events(&q).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>() }
+    };
+    assert_eq!(found(query(Some(vec!["p1".into()]), None)).await, vec![250_000, 100_001, 100_000, 99_999, 3]);
+    assert_eq!(found(query(None, Some("u1"))).await, vec![100_001, 99_999, 3]);
+    // New records are numbered after the old ones and found with them.
+    let new = AuditRecord {
+        recorded_ms: 1_900_000_000_000,
+        interaction: "read".into(),
+        action: "R".into(),
+        status: 200,
+        patient_id: Some("p1".into()),
+        ..AuditRecord::default()
+    };
+    ctx.store.record_audit(&[new]).await.unwrap();
+    let after = found(query(Some(vec!["p1".into()]), None)).await;
+    assert_eq!(after.len(), 6);
+    assert!(after[0] > 250_000, "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_audit_records_stored_before_postings_are_found() {
+    audit_records_stored_before_postings_are_found(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_audit_records_stored_before_postings_are_found() {
+    audit_records_stored_before_postings_are_found(Backend::Postgres).await;
 }
 
 // ---- backend-independent -----------------------------------------------------------------------

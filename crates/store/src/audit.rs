@@ -1,0 +1,414 @@
+//! The audit trail: a row per FHIR interaction, and postings that find a patient's or a user's
+//! rows.
+//!
+//! Why postings rather than an index on `patient_id`: every request writes a row, and an index
+//! keyed by patient takes each row as a random insert (a B-tree descent and, per commit, a
+//! rewritten page per patient), which cost SQLite twice what the row itself did
+//! (`bench/audit_insert.py`) and PostgreSQL as much again. The writer stores rows in batches
+//! anyway, so it also writes one posting per patient (and per user) per batch, listing that
+//! batch's record ids: a batch of 30,000 reads of 500 patients adds 500 postings. A reader
+//! walks the postings newest first and fetches the rows they name by id.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+
+use crate::db::{Col, Conn, Dialect, RowExt, Sql, SqlValue};
+use crate::{Store, StoreError};
+
+/// One audited FHIR interaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Assigned when stored (0 before).
+    pub id: i64,
+    pub recorded_ms: i64,
+    /// read, vread, search-type, search-system, history-instance, history-type, history-system,
+    /// create, update, delete, operation, transaction, batch.
+    pub interaction: String,
+    /// C R U D E.
+    pub action: String,
+    /// 0 success, 4 refused or not found, 8 server failure.
+    pub outcome: i64,
+    pub status: i64,
+    pub user_id: Option<String>,
+    pub fhir_user: Option<String>,
+    pub client_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub patient_id: Option<String>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Which audit records to list, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only these patients' records (`None`: all).
+    pub patients: Option<Vec<String>>,
+    pub user_id: Option<String>,
+    pub since_ms: Option<i64>,
+    /// Only records older than this id (paging).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+const AUDIT_COLS: &str =
+    "id, recorded_ms, interaction, action, outcome, status, user_id, fhir_user, client_id, grant_id, \
+     patient_id, resource_type, resource_id, detail";
+const AUDIT_KINDS: [Col; 14] = [
+    Col::Int,
+    Col::Int,
+    Col::Text,
+    Col::Text,
+    Col::Int,
+    Col::Int,
+    Col::Text,
+    Col::Text,
+    Col::Text,
+    Col::Text,
+    Col::Text,
+    Col::Text,
+    Col::Text,
+    Col::Text,
+];
+
+/// What a posting lists records by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum PostingKind {
+    Patient,
+    User,
+}
+
+impl PostingKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            PostingKind::Patient => "patient",
+            PostingKind::User => "user",
+        }
+    }
+}
+
+/// One batch's records about one patient or user (ids ascending).
+struct Posting<'a> {
+    kind: PostingKind,
+    subject_id: &'a str,
+    ids: Vec<i64>,
+    last_ms: i64,
+}
+
+/// Postings a reader fetches per statement.
+const POSTINGS_PAGE: usize = 128;
+/// Record ids per `id IN (…)` statement.
+const IDS_PER_FETCH: usize = 500;
+
+impl Store {
+    /// Append audit records in one transaction, with their postings. Rows go in as multi-row
+    /// inserts of fixed sizes (100, 10 and 1 rows) so each size is prepared once per connection
+    /// and then only bound: auditing every request must not cost a statement parse per row.
+    pub async fn record_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_write().await?;
+        let ids = reserve_ids(&mut tx.conn(), records.len()).await?;
+        let (mut rows, mut row_ids) = (records, &ids[..]);
+        let postings = postings_of(records, &ids);
+        let mut rest = &postings[..];
+        for size in [100, 10, 1] {
+            while rows.len() >= size {
+                let ((chunk, tail), (chunk_ids, tail_ids)) = (rows.split_at(size), row_ids.split_at(size));
+                tx.conn().execute_owned(self.audit_insert(chunk, chunk_ids)).await?;
+                (rows, row_ids) = (tail, tail_ids);
+            }
+            while rest.len() >= size {
+                let (chunk, tail) = rest.split_at(size);
+                tx.conn().execute_owned(self.posting_insert(chunk)).await?;
+                rest = tail;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// The insert's verb: SQLite keeps a statement journal for a multi-row insert that may abort
+    /// halfway (a NOT NULL column), copying every page it touches; OR FAIL needs none, and a
+    /// failure still rolls the whole transaction back.
+    fn insert_verb(&self) -> &'static str {
+        match self.dialect() {
+            Dialect::Sqlite => "INSERT OR FAIL",
+            Dialect::Postgres => "INSERT",
+        }
+    }
+
+    fn audit_insert(&self, rows: &[AuditRecord], ids: &[i64]) -> Sql {
+        let mut sql = Sql::new(self.dialect());
+        sql.push(self.insert_verb()).push(
+            " INTO audit_events (id, recorded_ms, interaction, action, outcome, status, user_id, fhir_user, \
+             client_id, grant_id, patient_id, resource_type, resource_id, detail) VALUES ",
+        );
+        for (i, (a, id)) in rows.iter().zip(ids).enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind_list::<SqlValue>([
+                (*id).into(),
+                a.recorded_ms.into(),
+                a.interaction.as_str().into(),
+                a.action.as_str().into(),
+                a.outcome.into(),
+                a.status.into(),
+                a.user_id.clone().into(),
+                a.fhir_user.clone().into(),
+                a.client_id.clone().into(),
+                a.grant_id.clone().into(),
+                a.patient_id.clone().into(),
+                a.resource_type.clone().into(),
+                a.resource_id.clone().into(),
+                a.detail.clone().into(),
+            ]);
+        }
+        sql
+    }
+
+    fn posting_insert(&self, postings: &[Posting<'_>]) -> Sql {
+        let mut sql = Sql::new(self.dialect());
+        sql.push(self.insert_verb())
+            .push(" INTO audit_postings (kind, subject_id, last_id, first_id, last_ms, ids) VALUES ");
+        for (i, p) in postings.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            let (first, last) = (p.ids.first().copied().unwrap_or(0), p.ids.last().copied().unwrap_or(0));
+            sql.bind_list::<SqlValue>([
+                p.kind.as_str().into(),
+                p.subject_id.into(),
+                last.into(),
+                first.into(),
+                p.last_ms.into(),
+                encode_ids(&p.ids).into(),
+            ]);
+        }
+        sql
+    }
+
+    /// Audit records, newest first.
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let limit = query.limit.clamp(1, 1000) as usize;
+        let (kind, subjects): (PostingKind, Vec<&str>) = match (&query.patients, &query.user_id) {
+            (Some(patients), _) if patients.is_empty() => return Ok(Vec::new()),
+            (Some(patients), _) => (PostingKind::Patient, patients.iter().map(String::as_str).collect()),
+            (None, Some(user)) => (PostingKind::User, vec![user.as_str()]),
+            (None, None) => return self.latest_audit_events(query, limit).await,
+        };
+        let mut lease = self.pool.read_conn().await?;
+        let mut conn = lease.conn();
+        let mut found = Vec::with_capacity(limit);
+        let mut candidates = BTreeSet::new();
+        let mut below: Option<i64> = None;
+        loop {
+            let mut sql = Sql::new(conn.dialect());
+            sql.push("SELECT last_id, ids FROM audit_postings WHERE kind = ")
+                .bind(kind.as_str())
+                .push(" AND subject_id IN ")
+                .bind_list(subjects.iter().copied());
+            if let Some(before) = query.before_id {
+                sql.push(" AND first_id < ").bind(before);
+            }
+            if let Some(since) = query.since_ms {
+                sql.push(" AND last_ms >= ").bind(since);
+            }
+            if let Some(below) = below {
+                sql.push(" AND last_id < ").bind(below);
+            }
+            sql.push(" ORDER BY last_id DESC LIMIT ").bind(POSTINGS_PAGE as i64);
+            let page = conn.fetch(&sql, &[Col::Int, Col::Text]).await?;
+            let exhausted = page.len() < POSTINGS_PAGE;
+            for row in &page {
+                below = Some(row.int(0));
+                for id in decode_ids(row.text(1).unwrap_or_default())? {
+                    if query.before_id.is_none_or(|before| id < before) {
+                        candidates.insert(id);
+                    }
+                }
+            }
+            // Every posting not read yet lists only ids below the last one read, so the candidates
+            // at or above it are the newest there are.
+            let floor = if exhausted { i64::MIN } else { below.unwrap_or(i64::MIN) };
+            let ready = candidates.split_off(&floor);
+            let ready: Vec<i64> = ready.into_iter().rev().collect();
+            for chunk in ready.chunks(IDS_PER_FETCH) {
+                let mut sql = Sql::new(conn.dialect());
+                sql.push("SELECT ")
+                    .push(AUDIT_COLS)
+                    .push(" FROM audit_events WHERE id IN ")
+                    .bind_list(chunk.iter().copied());
+                if kind == PostingKind::Patient {
+                    if let Some(user) = &query.user_id {
+                        sql.push(" AND user_id = ").bind(user.as_str());
+                    }
+                }
+                if let Some(since) = query.since_ms {
+                    sql.push(" AND recorded_ms >= ").bind(since);
+                }
+                sql.push(" ORDER BY id DESC");
+                for row in conn.fetch(&sql, &AUDIT_KINDS).await? {
+                    found.push(decode_audit(row));
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            if exhausted {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// The newest records of anyone (no patient or user asked for).
+    async fn latest_audit_events(&self, query: &AuditQuery, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut sql = Sql::new(self.dialect());
+        sql.push("SELECT ").push(AUDIT_COLS).push(" FROM audit_events WHERE 1 = 1");
+        if let Some(since) = query.since_ms {
+            sql.push(" AND recorded_ms >= ").bind(since);
+        }
+        if let Some(before) = query.before_id {
+            sql.push(" AND id < ").bind(before);
+        }
+        sql.push(" ORDER BY id DESC LIMIT ").bind(limit as i64);
+        let mut lease = self.pool.read_conn().await?;
+        let rows = lease.conn().fetch(&sql, &AUDIT_KINDS).await?;
+        Ok(rows.into_iter().map(decode_audit).collect())
+    }
+
+    pub async fn audit_event(&self, id: i64) -> Result<Option<AuditRecord>, StoreError> {
+        let mut sql = Sql::new(self.dialect());
+        sql.push("SELECT ").push(AUDIT_COLS).push(" FROM audit_events WHERE id = ").bind(id);
+        let mut lease = self.pool.read_conn().await?;
+        let rows = lease.conn().fetch(&sql, &AUDIT_KINDS).await?;
+        Ok(rows.into_iter().next().map(decode_audit))
+    }
+}
+
+/// Ids for `n` new records, ascending, taken inside the writing transaction.
+async fn reserve_ids(conn: &mut Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
+    let mut sql = Sql::new(conn.dialect());
+    match conn.dialect() {
+        Dialect::Sqlite => {
+            // This process's one writer connection serialises its batches. Another process
+            // writing audit rows meanwhile makes the insert fail (the id is taken, or the read
+            // snapshot is stale), and the writer retries the batch.
+            sql.push("SELECT coalesce(max(id), 0) FROM audit_events");
+            let max = conn.fetch(&sql, &[Col::Int]).await?.first().map_or(0, |row| row.int(0));
+            Ok((1..=n as i64).map(|i| max + i).collect())
+        }
+        Dialect::Postgres => {
+            // The sequence hands out unique ids to concurrent writers (other servers) too.
+            sql.push("SELECT nextval('audit_events_id_seq') FROM generate_series(1, ").bind(n as i64).push("::bigint)");
+            let mut ids: Vec<i64> = conn.fetch(&sql, &[Col::Int]).await?.iter().map(|row| row.int(0)).collect();
+            ids.sort_unstable();
+            Ok(ids)
+        }
+    }
+}
+
+/// A batch's postings: per patient and per user, the ids of their records.
+fn postings_of<'a>(records: &'a [AuditRecord], ids: &[i64]) -> Vec<Posting<'a>> {
+    let mut at: HashMap<(PostingKind, &str), usize> = HashMap::new();
+    let mut postings: Vec<Posting<'a>> = Vec::new();
+    for (record, &id) in records.iter().zip(ids) {
+        let subjects = [(PostingKind::Patient, &record.patient_id), (PostingKind::User, &record.user_id)];
+        for (kind, subject) in subjects {
+            let Some(subject_id) = subject.as_deref() else { continue };
+            let i = *at.entry((kind, subject_id)).or_insert_with(|| {
+                postings.push(Posting { kind, subject_id, ids: Vec::new(), last_ms: i64::MIN });
+                postings.len() - 1
+            });
+            let posting = &mut postings[i];
+            posting.ids.push(id);
+            posting.last_ms = posting.last_ms.max(record.recorded_ms);
+        }
+    }
+    postings
+}
+
+/// Ids as stored in a posting: decimal, comma-separated (the migration that indexed older rows
+/// writes the same with SQL's string aggregation).
+fn encode_ids(ids: &[i64]) -> String {
+    let mut text = String::with_capacity(ids.len() * 9);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        let _ = write!(text, "{id}");
+    }
+    text
+}
+
+fn decode_ids(text: &str) -> Result<Vec<i64>, StoreError> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.trim().parse::<i64>().map_err(|e| {
+                StoreError::Database(sqlx::Error::Decode(format!("audit posting holds '{s}': {e}").into()))
+            })
+        })
+        .collect()
+}
+
+fn decode_audit(mut row: Vec<SqlValue>) -> AuditRecord {
+    AuditRecord {
+        id: row.int(0),
+        recorded_ms: row.int(1),
+        interaction: row.take_text(2).unwrap_or_default(),
+        action: row.take_text(3).unwrap_or_default(),
+        outcome: row.int(4),
+        status: row.int(5),
+        user_id: row.take_text(6),
+        fhir_user: row.take_text(7),
+        client_id: row.take_text(8),
+        grant_id: row.take_text(9),
+        patient_id: row.take_text(10),
+        resource_type: row.take_text(11),
+        resource_id: row.take_text(12),
+        detail: row.take_text(13),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_through_their_text() {
+        for ids in [vec![], vec![7], vec![1, 2, 1_000_000_007, i64::MAX]] {
+            assert_eq!(decode_ids(&encode_ids(&ids)).unwrap(), ids);
+        }
+        assert!(decode_ids("1,x").is_err());
+    }
+
+    #[test]
+    fn a_batch_has_one_posting_per_patient_and_per_user() {
+        let record = |patient: Option<&str>, user: Option<&str>, ms: i64| AuditRecord {
+            recorded_ms: ms,
+            patient_id: patient.map(str::to_owned),
+            user_id: user.map(str::to_owned),
+            ..AuditRecord::default()
+        };
+        let records = [
+            record(Some("a"), Some("u1"), 5),
+            record(Some("b"), None, 9),
+            record(Some("a"), None, 7),
+            record(None, Some("u1"), 3),
+            record(None, None, 1),
+        ];
+        let postings = postings_of(&records, &[10, 11, 12, 13, 14]);
+        let seen: Vec<(PostingKind, &str, Vec<i64>, i64)> =
+            postings.iter().map(|p| (p.kind, p.subject_id, p.ids.clone(), p.last_ms)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                (PostingKind::Patient, "a", vec![10, 12], 7),
+                (PostingKind::User, "u1", vec![10, 13], 5),
+                (PostingKind::Patient, "b", vec![11], 9),
+            ]
+        );
+    }
+}
