@@ -110,7 +110,7 @@ async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Message>, hurr
             }
         }
         if !batch.is_empty() {
-            store_with_retries(&store, &batch).await;
+            store_with_retries(&store, &mut batch).await;
             batch.clear();
         }
         for done in waiting.drain(..) {
@@ -121,7 +121,7 @@ async fn write_batches(store: Store, mut receiver: mpsc::Receiver<Message>, hurr
 
 /// A batch holds up to a second of the trail, so a passing database failure (a restart, a
 /// failover) is retried a few times before the records are given up, loudly.
-async fn store_with_retries(store: &Store, batch: &[AuditRecord]) {
+async fn store_with_retries(store: &Store, batch: &mut [AuditRecord]) {
     for (attempt, pause) in [1, 2, 4, 0].into_iter().enumerate() {
         match store.record_audit(batch).await {
             Ok(()) => return,

@@ -1,22 +1,30 @@
-//! The audit trail: a row per FHIR interaction, and postings that find a patient's or a user's
-//! rows.
+//! The audit trail: records stored in blocks, and postings that find a patient's or a user's
+//! records.
 //!
-//! Why postings rather than an index on `patient_id`: every request writes a row, and an index
-//! keyed by patient takes each row as a random insert (a B-tree descent and, per commit, a
-//! rewritten page per patient), which cost SQLite twice what the row itself did
-//! (`bench/audit_insert.py`) and PostgreSQL as much again. The writer stores rows in batches
-//! anyway, so it also writes one posting per patient (and per user) per batch, listing that
-//! batch's record ids: a batch of 30,000 reads of 500 patients adds 500 postings. A reader
-//! walks the postings newest first and fetches the rows they name by id.
+//! Every FHIR request writes a record, so a record must cost little to store. Two choices make
+//! it cheap:
+//! - **Blocks.** The writer stores up to [`BLOCK`] consecutive records as one row (a JSON array),
+//!   not a row of fourteen bound columns each: binding and stepping a row per record was most of
+//!   what a cached read cost the server (`bench/alternate`, callgrind).
+//! - **Postings** rather than an index on the patient: an index keyed by patient takes each
+//!   record as a random insert (a B-tree descent and, per commit, a rewritten page per patient),
+//!   which cost SQLite twice what the row itself did (`bench/audit_insert.py`). The writer stores
+//!   records in batches anyway, so it writes one posting per patient (and per user) per batch,
+//!   listing that batch's record ids: a batch of 30,000 reads of 500 patients adds 500 postings.
+//!
+//! A reader walks the postings newest first and reads the blocks holding the ids they list.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Serialize};
+
 use crate::db::{Col, Conn, Dialect, RowExt, Sql, SqlValue};
 use crate::{Store, StoreError};
 
-/// One audited FHIR interaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One audited FHIR interaction. Stored as a JSON object with these field names (the migration
+/// that moved older rows into blocks writes the same).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Assigned when stored (0 before).
     pub id: i64,
@@ -29,13 +37,21 @@ pub struct AuditRecord {
     /// 0 success, 4 refused or not found, 8 server failure.
     pub outcome: i64,
     pub status: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fhir_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
 }
 
@@ -51,25 +67,8 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
-const AUDIT_COLS: &str =
-    "id, recorded_ms, interaction, action, outcome, status, user_id, fhir_user, client_id, grant_id, \
-     patient_id, resource_type, resource_id, detail";
-const AUDIT_KINDS: [Col; 14] = [
-    Col::Int,
-    Col::Int,
-    Col::Text,
-    Col::Text,
-    Col::Int,
-    Col::Int,
-    Col::Text,
-    Col::Text,
-    Col::Text,
-    Col::Text,
-    Col::Text,
-    Col::Text,
-    Col::Text,
-    Col::Text,
-];
+/// Records per block: a block is read whole to find one record in it (about 20 KB of JSON).
+const BLOCK: usize = 128;
 
 /// What a posting lists records by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,28 +96,27 @@ struct Posting<'a> {
 
 /// Postings a reader fetches per statement.
 const POSTINGS_PAGE: usize = 128;
-/// Record ids per `id IN (…)` statement.
-const IDS_PER_FETCH: usize = 500;
 
 impl Store {
-    /// Append audit records in one transaction, with their postings. Rows go in as multi-row
-    /// inserts of fixed sizes (100, 10 and 1 rows) so each size is prepared once per connection
-    /// and then only bound: auditing every request must not cost a statement parse per row.
-    pub async fn record_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+    /// Append audit records in one transaction, numbering them (their `id`s are set; a batch
+    /// that fails is numbered again when retried): their blocks, then their postings. Postings go
+    /// in as multi-row inserts of fixed sizes (100, 10 and 1 rows) so each size is prepared once
+    /// per connection and then only bound.
+    pub async fn record_audit(&self, records: &mut [AuditRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin_write().await?;
         let ids = reserve_ids(&mut tx.conn(), records.len()).await?;
-        let (mut rows, mut row_ids) = (records, &ids[..]);
+        for (record, id) in records.iter_mut().zip(&ids) {
+            record.id = *id;
+        }
+        for block in records.chunks(BLOCK) {
+            tx.conn().execute_owned(self.block_insert(block)?).await?;
+        }
         let postings = postings_of(records, &ids);
         let mut rest = &postings[..];
         for size in [100, 10, 1] {
-            while rows.len() >= size {
-                let ((chunk, tail), (chunk_ids, tail_ids)) = (rows.split_at(size), row_ids.split_at(size));
-                tx.conn().execute_owned(self.audit_insert(chunk, chunk_ids)).await?;
-                (rows, row_ids) = (tail, tail_ids);
-            }
             while rest.len() >= size {
                 let (chunk, tail) = rest.split_at(size);
                 tx.conn().execute_owned(self.posting_insert(chunk)).await?;
@@ -138,34 +136,17 @@ impl Store {
         }
     }
 
-    fn audit_insert(&self, rows: &[AuditRecord], ids: &[i64]) -> Sql {
+    fn block_insert(&self, records: &[AuditRecord]) -> Result<Sql, StoreError> {
+        let text =
+            serde_json::to_string(records).map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
+        let first = records.first().map_or(0, |r| r.id);
+        let last = records.last().map_or(0, |r| r.id);
+        let last_ms = records.iter().map(|r| r.recorded_ms).max().unwrap_or(0);
         let mut sql = Sql::new(self.dialect());
-        sql.push(self.insert_verb()).push(
-            " INTO audit_events (id, recorded_ms, interaction, action, outcome, status, user_id, fhir_user, \
-             client_id, grant_id, patient_id, resource_type, resource_id, detail) VALUES ",
-        );
-        for (i, (a, id)) in rows.iter().zip(ids).enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind_list::<SqlValue>([
-                (*id).into(),
-                a.recorded_ms.into(),
-                a.interaction.as_str().into(),
-                a.action.as_str().into(),
-                a.outcome.into(),
-                a.status.into(),
-                a.user_id.clone().into(),
-                a.fhir_user.clone().into(),
-                a.client_id.clone().into(),
-                a.grant_id.clone().into(),
-                a.patient_id.clone().into(),
-                a.resource_type.clone().into(),
-                a.resource_id.clone().into(),
-                a.detail.clone().into(),
-            ]);
-        }
-        sql
+        sql.push(self.insert_verb())
+            .push(" INTO audit_blocks (first_id, last_id, last_ms, records) VALUES ")
+            .bind_list::<SqlValue>([first.into(), last.into(), last_ms.into(), text.into()]);
+        Ok(sql)
     }
 
     fn posting_insert(&self, postings: &[Posting<'_>]) -> Sql {
@@ -203,6 +184,7 @@ impl Store {
         let mut found = Vec::with_capacity(limit);
         let mut candidates = BTreeSet::new();
         let mut below: Option<i64> = None;
+        let mut blocks = BlockReader::default();
         loop {
             let mut sql = Sql::new(conn.dialect());
             sql.push("SELECT last_id, ids FROM audit_postings WHERE kind = ")
@@ -233,24 +215,13 @@ impl Store {
             // at or above it are the newest there are.
             let floor = if exhausted { i64::MIN } else { below.unwrap_or(i64::MIN) };
             let ready = candidates.split_off(&floor);
-            let ready: Vec<i64> = ready.into_iter().rev().collect();
-            for chunk in ready.chunks(IDS_PER_FETCH) {
-                let mut sql = Sql::new(conn.dialect());
-                sql.push("SELECT ")
-                    .push(AUDIT_COLS)
-                    .push(" FROM audit_events WHERE id IN ")
-                    .bind_list(chunk.iter().copied());
-                if kind == PostingKind::Patient {
-                    if let Some(user) = &query.user_id {
-                        sql.push(" AND user_id = ").bind(user.as_str());
-                    }
-                }
-                if let Some(since) = query.since_ms {
-                    sql.push(" AND recorded_ms >= ").bind(since);
-                }
-                sql.push(" ORDER BY id DESC");
-                for row in conn.fetch(&sql, &AUDIT_KINDS).await? {
-                    found.push(decode_audit(row));
+            for id in ready.into_iter().rev() {
+                let Some(record) = blocks.record(&mut conn, id).await? else { continue };
+                let wanted = query.since_ms.is_none_or(|since| record.recorded_ms >= since)
+                    && (kind == PostingKind::User
+                        || query.user_id.as_ref().is_none_or(|u| record.user_id.as_ref() == Some(u)));
+                if wanted {
+                    found.push(record);
                     if found.len() == limit {
                         return Ok(found);
                     }
@@ -264,27 +235,77 @@ impl Store {
 
     /// The newest records of anyone (no patient or user asked for).
     async fn latest_audit_events(&self, query: &AuditQuery, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut sql = Sql::new(self.dialect());
-        sql.push("SELECT ").push(AUDIT_COLS).push(" FROM audit_events WHERE 1 = 1");
-        if let Some(since) = query.since_ms {
-            sql.push(" AND recorded_ms >= ").bind(since);
-        }
-        if let Some(before) = query.before_id {
-            sql.push(" AND id < ").bind(before);
-        }
-        sql.push(" ORDER BY id DESC LIMIT ").bind(limit as i64);
         let mut lease = self.pool.read_conn().await?;
-        let rows = lease.conn().fetch(&sql, &AUDIT_KINDS).await?;
-        Ok(rows.into_iter().map(decode_audit).collect())
+        let mut conn = lease.conn();
+        let mut found = Vec::with_capacity(limit);
+        let mut below: Option<i64> = query.before_id;
+        loop {
+            let mut sql = Sql::new(conn.dialect());
+            sql.push("SELECT first_id, records FROM audit_blocks WHERE 1 = 1");
+            if let Some(since) = query.since_ms {
+                sql.push(" AND last_ms >= ").bind(since);
+            }
+            if let Some(below) = below {
+                sql.push(" AND first_id < ").bind(below);
+            }
+            sql.push(" ORDER BY first_id DESC LIMIT 8");
+            let rows = conn.fetch(&sql, &[Col::Int, Col::Text]).await?;
+            for row in &rows {
+                below = Some(row.int(0));
+                let mut records = decode_block(row.text(1).unwrap_or_default())?;
+                records.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
+                for record in records {
+                    let wanted = query.since_ms.is_none_or(|since| record.recorded_ms >= since)
+                        && query.before_id.is_none_or(|before| record.id < before);
+                    if wanted {
+                        found.push(record);
+                        if found.len() == limit {
+                            return Ok(found);
+                        }
+                    }
+                }
+            }
+            if rows.len() < 8 {
+                return Ok(found);
+            }
+        }
     }
 
     pub async fn audit_event(&self, id: i64) -> Result<Option<AuditRecord>, StoreError> {
-        let mut sql = Sql::new(self.dialect());
-        sql.push("SELECT ").push(AUDIT_COLS).push(" FROM audit_events WHERE id = ").bind(id);
         let mut lease = self.pool.read_conn().await?;
-        let rows = lease.conn().fetch(&sql, &AUDIT_KINDS).await?;
-        Ok(rows.into_iter().next().map(decode_audit))
+        BlockReader::default().record(&mut lease.conn(), id).await
     }
+}
+
+/// Reads records by id, keeping the last block read: the ids a reader asks for in turn are often
+/// neighbours.
+#[derive(Default)]
+struct BlockReader {
+    first_id: i64,
+    last_id: i64,
+    records: Vec<AuditRecord>,
+}
+
+impl BlockReader {
+    async fn record(&mut self, conn: &mut Conn<'_>, id: i64) -> Result<Option<AuditRecord>, StoreError> {
+        if self.records.is_empty() || id < self.first_id || id > self.last_id {
+            let mut sql = Sql::new(conn.dialect());
+            sql.push("SELECT first_id, last_id, records FROM audit_blocks WHERE first_id <= ")
+                .bind(id)
+                .push(" ORDER BY first_id DESC LIMIT 1");
+            let Some(row) = conn.fetch(&sql, &[Col::Int, Col::Int, Col::Text]).await?.into_iter().next() else {
+                return Ok(None);
+            };
+            self.first_id = row.int(0);
+            self.last_id = row.int(1);
+            self.records = decode_block(row.text(2).unwrap_or_default())?;
+        }
+        Ok(self.records.iter().find(|r| r.id == id).cloned())
+    }
+}
+
+fn decode_block(text: &str) -> Result<Vec<AuditRecord>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
 }
 
 /// Ids for `n` new records, ascending, taken inside the writing transaction.
@@ -293,15 +314,15 @@ async fn reserve_ids(conn: &mut Conn<'_>, n: usize) -> Result<Vec<i64>, StoreErr
     match conn.dialect() {
         Dialect::Sqlite => {
             // This process's one writer connection serialises its batches. Another process
-            // writing audit rows meanwhile makes the insert fail (the id is taken, or the read
+            // writing audit records meanwhile makes this transaction's insert fail (its read
             // snapshot is stale), and the writer retries the batch.
-            sql.push("SELECT coalesce(max(id), 0) FROM audit_events");
+            sql.push("SELECT last_id FROM audit_blocks ORDER BY first_id DESC LIMIT 1");
             let max = conn.fetch(&sql, &[Col::Int]).await?.first().map_or(0, |row| row.int(0));
             Ok((1..=n as i64).map(|i| max + i).collect())
         }
         Dialect::Postgres => {
             // The sequence hands out unique ids to concurrent writers (other servers) too.
-            sql.push("SELECT nextval('audit_events_id_seq') FROM generate_series(1, ").bind(n as i64).push("::bigint)");
+            sql.push("SELECT nextval('audit_record_ids') FROM generate_series(1, ").bind(n as i64).push("::bigint)");
             let mut ids: Vec<i64> = conn.fetch(&sql, &[Col::Int]).await?.iter().map(|row| row.int(0)).collect();
             ids.sort_unstable();
             Ok(ids)
@@ -351,25 +372,6 @@ fn decode_ids(text: &str) -> Result<Vec<i64>, StoreError> {
             })
         })
         .collect()
-}
-
-fn decode_audit(mut row: Vec<SqlValue>) -> AuditRecord {
-    AuditRecord {
-        id: row.int(0),
-        recorded_ms: row.int(1),
-        interaction: row.take_text(2).unwrap_or_default(),
-        action: row.take_text(3).unwrap_or_default(),
-        outcome: row.int(4),
-        status: row.int(5),
-        user_id: row.take_text(6),
-        fhir_user: row.take_text(7),
-        client_id: row.take_text(8),
-        grant_id: row.take_text(9),
-        patient_id: row.take_text(10),
-        resource_type: row.take_text(11),
-        resource_id: row.take_text(12),
-        detail: row.take_text(13),
-    }
 }
 
 #[cfg(test)]

@@ -1047,7 +1047,7 @@ async fn audit_queries_find_what_a_scan_finds(ctx: &Ctx) {
             });
         }
         written += records.len();
-        ctx.store.record_audit(&records).await.unwrap();
+        ctx.store.record_audit(&mut records).await.unwrap();
     }
     let all = all_audit_records(&ctx.store).await;
     assert_eq!(all.len(), written);
@@ -1085,8 +1085,9 @@ async fn audit_queries_find_what_a_scan_finds(ctx: &Ctx) {
     assert_eq!(ctx.store.audit_event(one.id).await.unwrap().as_ref(), Some(one));
 }
 
-/// Records stored before postings existed (an index on patient_id found them) are found after
-/// the migration that introduced postings, on either side of its 100,000-id groups.
+/// Records stored before postings and blocks existed (a row each, an index on patient_id found
+/// them) are found after the migrations that introduced them, on either side of the postings'
+/// 100,000-id groups and of the blocks' 128-id groups, and new records are numbered after them.
 async fn audit_records_stored_before_postings_are_found(backend: Backend) {
     let Some((dir, url, pg_database)) = fresh_database(backend).await else { return };
     let folder = match backend {
@@ -1096,9 +1097,9 @@ async fn audit_records_stored_before_postings_are_found(backend: Backend) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(folder);
     let mut before_postings = sqlx::migrate::Migrator::new(path).await.unwrap();
     let older: Vec<_> = before_postings.migrations.iter().filter(|m| m.version < 6).cloned().collect();
-    assert_eq!(older.len(), 5);
+    assert_eq!(older.len(), 5, "the schema before postings and blocks");
     before_postings.migrations = older.into();
-    let ids = [3_i64, 99_999, 100_000, 100_001, 250_000];
+    let ids = [3_i64, 127, 128, 99_999, 100_000, 100_001, 250_000];
     let insert =
         "INSERT INTO audit_events (id, recorded_ms, interaction, action, outcome, status, user_id, patient_id) \
                   VALUES ($1, $2, 'read', 'R', 0, 200, $3, $4)";
@@ -1118,8 +1119,6 @@ async fn audit_records_stored_before_postings_are_found(backend: Backend) {
             for (id, ms, user, patient) in rows {
                 sqlx::query(insert).bind(id).bind(ms).bind(user).bind(patient).execute(&pool).await.unwrap();
             }
-            // The sequence moves past explicit ids only when told to (as after a restore).
-            sqlx::query("SELECT setval('audit_events_id_seq', 250000)").execute(&pool).await.unwrap();
             pool.close().await;
         }
     }
@@ -1134,8 +1133,14 @@ async fn audit_records_stored_before_postings_are_found(backend: Backend) {
         let store = ctx.store.clone();
         async move { store.audit_events(&q).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>() }
     };
-    assert_eq!(found(query(Some(vec!["p1".into()]), None)).await, vec![250_000, 100_001, 100_000, 99_999, 3]);
-    assert_eq!(found(query(None, Some("u1"))).await, vec![100_001, 99_999, 3]);
+    assert_eq!(found(query(Some(vec!["p1".into()]), None)).await, vec![250_000, 100_001, 100_000, 99_999, 128, 127, 3]);
+    assert_eq!(found(query(None, Some("u1"))).await, vec![100_001, 99_999, 127, 3]);
+    let old = ctx.store.audit_event(128).await.unwrap().expect("an old record by id");
+    assert_eq!(
+        (old.recorded_ms, old.interaction.as_str(), old.status, old.patient_id.as_deref(), old.user_id),
+        (1_800_000_000_128, "read", 200, Some("p1"), None)
+    );
+    assert!(ctx.store.audit_event(129).await.unwrap().is_none());
     // New records are numbered after the old ones and found with them.
     let new = AuditRecord {
         recorded_ms: 1_900_000_000_000,
@@ -1145,9 +1150,9 @@ async fn audit_records_stored_before_postings_are_found(backend: Backend) {
         patient_id: Some("p1".into()),
         ..AuditRecord::default()
     };
-    ctx.store.record_audit(&[new]).await.unwrap();
+    ctx.store.record_audit(&mut [new]).await.unwrap();
     let after = found(query(Some(vec!["p1".into()]), None)).await;
-    assert_eq!(after.len(), 6);
+    assert_eq!(after.len(), 8);
     assert!(after[0] > 250_000, "{after:?}");
 }
 

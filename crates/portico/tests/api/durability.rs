@@ -146,7 +146,7 @@ async fn audit_batches_survive_a_passing_database_failure(backend: Backend) {
             }
         }
     };
-    rename("audit_events", "audit_events_away").await;
+    rename("audit_blocks", "audit_blocks_away").await;
     let (status, _) = s.get("Patient/retry-probe").await;
     assert_eq!(status, 404);
     // The flush makes the writer try at once; it fails and waits 1 s before the next attempt.
@@ -154,7 +154,7 @@ async fn audit_batches_survive_a_passing_database_failure(backend: Backend) {
     let flushed = tokio::spawn(async move { audit.flush().await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!flushed.is_finished(), "the batch cannot have been stored while its table is away");
-    rename("audit_events_away", "audit_events").await;
+    rename("audit_blocks_away", "audit_blocks").await;
     tokio::time::timeout(Duration::from_secs(15), flushed).await.expect("stored after a retry").unwrap();
     let (status, trail) = s.get("AuditEvent?_count=50").await;
     assert_eq!(status, 200);
