@@ -89,9 +89,7 @@ pub fn router(state: AppState) -> Router {
         )
         .nest("/fhir/.well-known", oauth_api::fhir_routes())
         .merge(
-            Router::new()
-                .route("/fhir/", axum::routing::post(fhir_api::post_bundle))
-                .nest("/fhir", fhir_api::routes())
+            fhir_api::routes()
                 .route_layer(axum::middleware::from_fn_with_state(state.clone(), fhir_api::access::authenticate)),
         )
         // Browser apps call discovery, the token endpoint and the FHIR API from their own

@@ -13,7 +13,11 @@ use crate::request::{Prefer, ReturnPref};
 pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
 pub fn fhir_json(status: StatusCode, body: impl Into<Body>) -> Response {
-    let mut response = (status, body.into()).into_response();
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    // Room for the headers every FHIR answer gets (type, version, caching, CORS): a map grown
+    // one insert at a time reallocates and rehashes twice per answer.
+    *response.headers_mut() = HeaderMap::with_capacity(12);
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     response
 }

@@ -7,7 +7,13 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::harness::{Backend, TestServer};
 
-both_backends!(bad_requests_get_operation_outcomes, body_limits_and_content_types, search_errors, metadata_and_health);
+both_backends!(
+    bad_requests_get_operation_outcomes,
+    body_limits_and_content_types,
+    search_errors,
+    metadata_and_health,
+    unknown_endpoints_and_methods
+);
 
 async fn expect_outcome(r: reqwest::Response, status: u16, contains: &str) {
     assert_eq!(r.status().as_u16(), status);
@@ -218,4 +224,29 @@ async fn metadata_and_health(backend: Backend) {
     assert_eq!(health.status().as_u16(), 200);
     let ready = s.client.get(format!("{}/readyz", s.origin)).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
+}
+
+/// Paths that name no FHIR interaction are 404s and methods an endpoint lacks are 405s, both as
+/// OperationOutcomes; the system endpoint takes Bundles with and without a trailing slash.
+async fn unknown_endpoints_and_methods(backend: Backend) {
+    let Some(s) = TestServer::start(backend).await else { return };
+    for path in ["Patient/x/_history/1/more", "Patient/x/y/z", "a/b/c/d/e/f"] {
+        expect_outcome(s.client.get(s.url(path)).send().await.unwrap(), 404, "no such FHIR endpoint").await;
+    }
+    expect_outcome(s.client.patch(s.url("Patient/x")).send().await.unwrap(), 405, "PATCH is not supported").await;
+    expect_outcome(s.client.put(s.url("_history")).send().await.unwrap(), 405, "PUT is not supported").await;
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET", "url": "metadata"}}]});
+    for path in ["", "/"] {
+        let r = s
+            .client
+            .post(format!("{}{path}", s.url("")))
+            .header("content-type", "application/fhir+json")
+            .body(batch.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "POST base{path}");
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(answer["type"], "batch-response", "{answer}");
+    }
 }

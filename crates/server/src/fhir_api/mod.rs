@@ -9,34 +9,39 @@ pub mod metadata;
 mod search;
 mod system;
 
-/// `POST {base}/` (with a trailing slash) is the same as `POST {base}`.
-pub use system::bundle as post_bundle;
 mod writes;
 
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 
 use crate::error::ApiError;
 use crate::AppState;
 
+/// The FHIR API's routes, written out under `/fhir` rather than nested: a nested router
+/// rewrites every request's URI to strip the prefix (a parse and allocations per request).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", post(system::bundle))
-        .route("/_history", get(system::history))
+        .route("/fhir", post(system::bundle))
+        .route("/fhir/", post(system::bundle))
+        .route("/fhir/_history", get(system::history))
         .route(
-            "/{rtype}",
+            "/fhir/{rtype}",
             get(search::search_get)
                 .post(writes::create)
                 .put(writes::conditional_update)
                 .delete(writes::conditional_delete),
         )
         .route(
-            "/{rtype}/{id}",
+            "/fhir/{rtype}/{id}",
             get(instance::read_or_type_history).put(writes::update).delete(writes::delete).post(search::search_post),
         )
-        .route("/{rtype}/{id}/{op}", get(instance::operation))
-        .route("/{rtype}/{id}/_history/{vid}", get(instance::vread))
-        .fallback(|| async { ApiError::not_found("no such FHIR endpoint") })
+        .route("/fhir/{rtype}/{id}/{op}", get(instance::operation))
+        .route("/fhir/{rtype}/{id}/_history/{vid}", get(instance::vread))
+        // Deeper paths match no FHIR interaction (a catch-all cannot sit beside the parameters
+        // above, so it sits below them).
+        .route("/fhir/{rtype}/{id}/{op}/{*rest}", any(no_such_endpoint))
+        .route("/fhir/{rtype}/{id}/_history/{vid}/{*rest}", any(no_such_endpoint))
+        // After every route: it is set on the routes present.
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             ApiError::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
@@ -44,6 +49,10 @@ pub fn routes() -> Router<AppState> {
                 format!("{method} is not supported on this FHIR endpoint"),
             )
         })
+}
+
+async fn no_such_endpoint() -> ApiError {
+    ApiError::not_found("no such FHIR endpoint")
 }
 
 /// 404 for ids that cannot exist (FHIR ids are 1-64 of `A-Za-z0-9-.`), before they reach SQL.
