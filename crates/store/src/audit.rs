@@ -308,26 +308,30 @@ fn decode_block(text: &str) -> Result<Vec<AuditRecord>, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
 }
 
-/// Ids for `n` new records, ascending, taken inside the writing transaction.
+/// Serialises audit writers of one PostgreSQL database (several servers) until their commit.
+const AUDIT_WRITER_LOCK: i64 = 0x706f_7274_6175_6474; // "portaudt"
+
+/// Ids for `n` new records, taken inside the writing transaction: the `n` after the last stored,
+/// so a block's ids are contiguous and the block holding an id is the last one starting at or
+/// below it.
 async fn reserve_ids(conn: &mut Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
-    let mut sql = Sql::new(conn.dialect());
     match conn.dialect() {
-        Dialect::Sqlite => {
-            // This process's one writer connection serialises its batches. Another process
-            // writing audit records meanwhile makes this transaction's insert fail (its read
-            // snapshot is stale), and the writer retries the batch.
-            sql.push("SELECT last_id FROM audit_blocks ORDER BY first_id DESC LIMIT 1");
-            let max = conn.fetch(&sql, &[Col::Int]).await?.first().map_or(0, |row| row.int(0));
-            Ok((1..=n as i64).map(|i| max + i).collect())
-        }
+        // This process's one writer connection serialises its batches; another process writing
+        // audit records meanwhile makes this transaction's insert fail (its read snapshot is
+        // stale), and the writer retries the batch.
+        Dialect::Sqlite => {}
+        // Other servers may write at the same time: a transaction-scoped lock orders them (one
+        // batch a second each), and the last stored id is read once the previous holder committed.
         Dialect::Postgres => {
-            // The sequence hands out unique ids to concurrent writers (other servers) too.
-            sql.push("SELECT nextval('audit_record_ids') FROM generate_series(1, ").bind(n as i64).push("::bigint)");
-            let mut ids: Vec<i64> = conn.fetch(&sql, &[Col::Int]).await?.iter().map(|row| row.int(0)).collect();
-            ids.sort_unstable();
-            Ok(ids)
+            let mut lock = Sql::new(Dialect::Postgres);
+            lock.push("SELECT pg_advisory_xact_lock(").bind(AUDIT_WRITER_LOCK).push(")");
+            conn.execute(&lock).await?;
         }
     }
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("SELECT last_id FROM audit_blocks ORDER BY first_id DESC LIMIT 1");
+    let last = conn.fetch(&sql, &[Col::Int]).await?.first().map_or(0, |row| row.int(0));
+    Ok((1..=n as i64).map(|i| last + i).collect())
 }
 
 /// A batch's postings: per patient and per user, the ids of their records.

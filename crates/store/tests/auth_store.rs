@@ -168,6 +168,7 @@ on_both_backends!(
     signing_keys_retire,
     pruning,
     audit_queries_find_what_a_scan_finds,
+    two_servers_write_one_audit_trail,
 );
 
 // ---- fixtures ----------------------------------------------------------------------------------
@@ -1083,6 +1084,51 @@ async fn audit_queries_find_what_a_scan_finds(ctx: &Ctx) {
     // A record read back by id is the one written.
     let one = &all[17];
     assert_eq!(ctx.store.audit_event(one.id).await.unwrap().as_ref(), Some(one));
+}
+
+/// Two servers (two stores on one database) store batches at the same time: every record gets
+/// its own id and is found by id, by patient and in the full listing. (SQLite refuses a batch
+/// whose read snapshot went stale; the server's writer retries it, as this test does.)
+async fn two_servers_write_one_audit_trail(ctx: &Ctx) {
+    let options = StoreOptions { max_connections: 4, cache_bytes: 0, ..StoreOptions::default() };
+    let other = Store::connect(&ctx.url, options, ctx.clock.clone()).await.expect("second store");
+    let write = |store: Store, server: &'static str| async move {
+        for batch in 0..12 {
+            let mut records: Vec<AuditRecord> = (0..150)
+                .map(|i| AuditRecord {
+                    recorded_ms: 1_800_000_000_000 + batch * 1000 + i,
+                    interaction: "read".into(),
+                    action: "R".into(),
+                    status: 200,
+                    patient_id: Some(format!("p{}", i % 3)),
+                    resource_id: Some(format!("{server}-{batch}-{i}")),
+                    ..AuditRecord::default()
+                })
+                .collect();
+            let mut attempts = 0;
+            while let Err(e) = store.record_audit(&mut records).await {
+                attempts += 1;
+                assert!(attempts < 50, "batch never stored: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    };
+    tokio::join!(write(ctx.store.clone(), "a"), write(other.clone(), "b"));
+    let all = all_audit_records(&ctx.store).await;
+    assert_eq!(all.len(), 2 * 12 * 150);
+    let mut ids: Vec<i64> = all.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all.len(), "ids are unique");
+    for record in all.iter().step_by(37) {
+        assert_eq!(ctx.store.audit_event(record.id).await.unwrap().as_ref(), Some(record));
+    }
+    let by_patient = AuditQuery { patients: Some(vec!["p1".into()]), limit: 1000, ..AuditQuery::default() };
+    let found: Vec<i64> = other.audit_events(&by_patient).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(found, audit_scan(&all, &by_patient));
+    assert_eq!(found.len(), 1000, "a full page");
+    assert_eq!(all.iter().filter(|r| r.patient_id.as_deref() == Some("p1")).count(), 2 * 12 * 50);
+    other.close().await;
 }
 
 /// Records stored before postings and blocks existed (a row each, an index on patient_id found

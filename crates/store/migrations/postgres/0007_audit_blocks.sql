@@ -9,10 +9,8 @@ CREATE TABLE audit_blocks (
     records TEXT NOT NULL           -- JSON array of records (objects named as store::AuditRecord)
 );
 
--- Record ids outlive the old table (its serial sequence goes with it).
-CREATE SEQUENCE audit_record_ids;
-SELECT setval('audit_record_ids', (SELECT coalesce(max(id), 0) + 1 FROM audit_events), false);
-
+-- New records are numbered after the last block's last id (under a lock shared by all servers),
+-- so each block's ids are contiguous.
 INSERT INTO audit_blocks (first_id, last_id, last_ms, records)
 SELECT min(id), max(id), max(recorded_ms), json_agg(json_build_object(
         'id', id, 'recorded_ms', recorded_ms, 'interaction', interaction, 'action', action,
