@@ -15,6 +15,7 @@ mod response;
 
 use std::sync::Arc;
 
+use axum::response::IntoResponse;
 use axum::Router;
 use oauth::{AuthServer, OAuthError};
 use tower_http::cors::CorsLayer;
@@ -92,6 +93,15 @@ pub fn router(state: AppState) -> Router {
             fhir_api::routes()
                 .route_layer(axum::middleware::from_fn_with_state(state.clone(), fhir_api::access::authenticate)),
         )
+        // Paths no route matches; under the FHIR base (an empty id, a trailing slash) the answer
+        // is an OperationOutcome like every other FHIR error.
+        .fallback(|uri: axum::http::Uri| async move {
+            if uri.path().starts_with("/fhir/") {
+                ApiError::not_found("no such FHIR endpoint").into_response()
+            } else {
+                axum::http::StatusCode::NOT_FOUND.into_response()
+            }
+        })
         // Browser apps call discovery, the token endpoint and the FHIR API from their own
         // origin with `Authorization: Bearer`; a `*` in Allow-Headers does not cover
         // Authorization, so the requested headers are mirrored. No cookies cross origins.

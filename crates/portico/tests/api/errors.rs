@@ -230,7 +230,9 @@ async fn metadata_and_health(backend: Backend) {
 /// OperationOutcomes; the system endpoint takes Bundles with and without a trailing slash.
 async fn unknown_endpoints_and_methods(backend: Backend) {
     let Some(s) = TestServer::start(backend).await else { return };
-    for path in ["Patient/x/_history/1/more", "Patient/x/y/z", "a/b/c/d/e/f"] {
+    for path in
+        ["Patient/x/_history/1/more", "Patient/x/y/z", "a/b/c/d/e/f", "Patient/", "Patient/x/", "Patient/x/_history/"]
+    {
         expect_outcome(s.client.get(s.url(path)).send().await.unwrap(), 404, "no such FHIR endpoint").await;
     }
     expect_outcome(s.client.patch(s.url("Patient/x")).send().await.unwrap(), 405, "PATCH is not supported").await;
