@@ -107,14 +107,14 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin_write().await?;
-        let ids = reserve_ids(&mut tx.conn(), records.len()).await?;
-        for (record, id) in records.iter_mut().zip(&ids) {
-            record.id = *id;
+        let last = last_stored_id(&mut tx.conn()).await?;
+        for (record, id) in records.iter_mut().zip(last + 1..) {
+            record.id = id;
         }
         for block in records.chunks(BLOCK) {
             tx.conn().execute_owned(self.block_insert(block)?).await?;
         }
-        let postings = postings_of(records, &ids);
+        let postings = postings_of(records);
         let mut rest = &postings[..];
         for size in [100, 10, 1] {
             while rest.len() >= size {
@@ -311,10 +311,10 @@ fn decode_block(text: &str) -> Result<Vec<AuditRecord>, StoreError> {
 /// Serialises audit writers of one PostgreSQL database (several servers) until their commit.
 const AUDIT_WRITER_LOCK: i64 = 0x706f_7274_6175_6474; // "portaudt"
 
-/// Ids for `n` new records, taken inside the writing transaction: the `n` after the last stored,
-/// so a block's ids are contiguous and the block holding an id is the last one starting at or
-/// below it.
-async fn reserve_ids(conn: &mut Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
+/// The id new records are numbered after, read inside the writing transaction: records get the
+/// ids that follow it, so a block's ids are contiguous and the block holding an id is the last
+/// one starting at or below it.
+async fn last_stored_id(conn: &mut Conn<'_>) -> Result<i64, StoreError> {
     match conn.dialect() {
         // This process's one writer connection serialises its batches; another process writing
         // audit records meanwhile makes this transaction's insert fail (its read snapshot is
@@ -330,15 +330,14 @@ async fn reserve_ids(conn: &mut Conn<'_>, n: usize) -> Result<Vec<i64>, StoreErr
     }
     let mut sql = Sql::new(conn.dialect());
     sql.push("SELECT last_id FROM audit_blocks ORDER BY first_id DESC LIMIT 1");
-    let last = conn.fetch(&sql, &[Col::Int]).await?.first().map_or(0, |row| row.int(0));
-    Ok((1..=n as i64).map(|i| last + i).collect())
+    Ok(conn.fetch(&sql, &[Col::Int]).await?.first().map_or(0, |row| row.int(0)))
 }
 
 /// A batch's postings: per patient and per user, the ids of their records.
-fn postings_of<'a>(records: &'a [AuditRecord], ids: &[i64]) -> Vec<Posting<'a>> {
+fn postings_of(records: &[AuditRecord]) -> Vec<Posting<'_>> {
     let mut at: HashMap<(PostingKind, &str), usize> = HashMap::new();
-    let mut postings: Vec<Posting<'a>> = Vec::new();
-    for (record, &id) in records.iter().zip(ids) {
+    let mut postings: Vec<Posting<'_>> = Vec::new();
+    for record in records {
         let subjects = [(PostingKind::Patient, &record.patient_id), (PostingKind::User, &record.user_id)];
         for (kind, subject) in subjects {
             let Some(subject_id) = subject.as_deref() else { continue };
@@ -347,7 +346,7 @@ fn postings_of<'a>(records: &'a [AuditRecord], ids: &[i64]) -> Vec<Posting<'a>> 
                 postings.len() - 1
             });
             let posting = &mut postings[i];
-            posting.ids.push(id);
+            posting.ids.push(record.id);
             posting.last_ms = posting.last_ms.max(record.recorded_ms);
         }
     }
@@ -392,20 +391,21 @@ mod tests {
 
     #[test]
     fn a_batch_has_one_posting_per_patient_and_per_user() {
-        let record = |patient: Option<&str>, user: Option<&str>, ms: i64| AuditRecord {
+        let record = |id: i64, patient: Option<&str>, user: Option<&str>, ms: i64| AuditRecord {
+            id,
             recorded_ms: ms,
             patient_id: patient.map(str::to_owned),
             user_id: user.map(str::to_owned),
             ..AuditRecord::default()
         };
         let records = [
-            record(Some("a"), Some("u1"), 5),
-            record(Some("b"), None, 9),
-            record(Some("a"), None, 7),
-            record(None, Some("u1"), 3),
-            record(None, None, 1),
+            record(10, Some("a"), Some("u1"), 5),
+            record(11, Some("b"), None, 9),
+            record(12, Some("a"), None, 7),
+            record(13, None, Some("u1"), 3),
+            record(14, None, None, 1),
         ];
-        let postings = postings_of(&records, &[10, 11, 12, 13, 14]);
+        let postings = postings_of(&records);
         let seen: Vec<(PostingKind, &str, Vec<i64>, i64)> =
             postings.iter().map(|p| (p.kind, p.subject_id, p.ids.clone(), p.last_ms)).collect();
         assert_eq!(
