@@ -201,6 +201,7 @@ test("standalone launch: parent picks a child and withholds offline access", { s
     assert.ok(!granted.includes("offline_access"), `offline_access was withheld: ${result.scope}`);
     assert.ok(granted.includes("patient/*.rs"), `patient/*.rs was granted: ${result.scope}`);
     assert.equal(result.hasRefreshToken, false, "no refresh token without offline_access");
+    assert.equal(result.refresh, null, "nothing to refresh without a refresh token");
     // The signed-in person is the parent, not the child whose records are shared.
     assert.match(result.fhirUser || "", /^Patient\//, "the id_token names the parent as fhirUser");
     assert.notEqual(result.fhirUser, `Patient/${child}`);
@@ -279,6 +280,14 @@ test("phone viewport: sign-in, picker and consent pages", { skip, timeout: 60_00
     // Everything left ticked: offline access is granted, with a refresh token.
     assert.ok(scopeList(outcome.result.scope).includes("offline_access"), outcome.result.scope);
     assert.equal(outcome.result.hasRefreshToken, true);
+    // fhirclient's refresh() with its default options (no refreshTokenWithClientId): a public
+    // app's refresh token alone gets new tokens, and the new access token reads the patient.
+    const { refresh } = outcome.result;
+    assert.ok(refresh, "the app refreshed its token");
+    assert.equal(refresh.ok, true, `client.refresh() failed: ${refresh.error}`);
+    assert.equal(refresh.accessTokenChanged, true, "a new access token");
+    assert.equal(refresh.refreshTokenChanged, true, "the refresh token rotated");
+    assert.equal(refresh.patientId, child, "the new access token reads the chosen child");
   } finally {
     await tab.context.close();
   }

@@ -158,7 +158,7 @@ class DemoServer(PorticoServer):
         assert len(ids) == 2, f"expected two children on the parent line of the banner:\n{self.banner}"
         return ids
 
-    def add_client(self, name: str) -> App:
+    def add_client(self, name: str, public: bool = False) -> App:
         cmd = [
             str(portico_bin()),
             "client",
@@ -167,7 +167,7 @@ class DemoServer(PorticoServer):
             self.database_url,
             "--name",
             name,
-            "--confidential",
+            *([] if public else ["--confidential"]),
             "--redirect-uri",
             REDIRECT_URI,
         ]
@@ -175,6 +175,9 @@ class DemoServer(PorticoServer):
         assert proc.returncode == 0, f"portico client add failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         doc = json.loads(proc.stdout)
         assert doc["redirect_uris"] == [REDIRECT_URI], doc
+        if public:
+            assert "client_secret" not in doc and doc["token_endpoint_auth_method"] == "none", doc
+            return App(doc["client_id"], "")
         assert doc.get("client_secret"), doc
         return App(doc["client_id"], doc["client_secret"])
 
@@ -185,6 +188,8 @@ class Smart:
     server: DemoServer
     app: App
     other_app: App
+    public_app: App
+    other_public_app: App
     config: dict = field(repr=False)
 
     @property
@@ -223,9 +228,11 @@ def smart(request, binary) -> Smart:
         server.start()
         app = server.add_client("Python Confidential App")
         other = server.add_client("Python Other App")
+        public = server.add_client("Python Public App", public=True)
+        other_public = server.add_client("Python Other Public App", public=True)
         discovery = requests.get(f"{server.base}/.well-known/smart-configuration", timeout=30)
         assert discovery.status_code == 200, discovery.text
-        yield Smart(kind, server, app, other, discovery.json())
+        yield Smart(kind, server, app, other, public, other_public, discovery.json())
     finally:
         server.stop()
         if pg_name is not None:
@@ -937,6 +944,49 @@ def test_refresh_cannot_add_what_consent_left_out(smart):
     token = exchange(smart, auth)
     assert set(token["scope"].split()) == {"launch/patient", "patient/*.rs", "offline_access"}, token["scope"]
     oauth_error(refresh(smart, token["refresh_token"], scope=FULL_SCOPE), 400, "invalid_scope")
+
+
+def refresh_alone(smart: Smart, refresh_token: str, **extra) -> requests.Response:
+    """A refresh as SMART's fhirclient sends it for a public app: no client authentication."""
+    data = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+    return requests.post(smart.token_endpoint, data=data, timeout=30)
+
+
+def test_public_client_refreshes_without_client_id(smart):
+    member = smart.server.member_id
+    public = smart.public_app
+    auth = authorize(smart, app=public, auth_method="none")
+    first = exchange(smart, auth)
+    assert first.get("refresh_token"), first
+
+    # RFC 6749 §6: the public client's refresh token comes alone.
+    second = token_ok(refresh_alone(smart, first["refresh_token"]))
+    assert second["refresh_token"] != first["refresh_token"], "rotation"
+    assert second["patient"] == member
+    assert_patient_readable(smart, second["access_token"], member)
+    assert jwt_claims(second["access_token"])["client_id"] == public.client_id
+    # With its own client_id it works as before.
+    third = token_ok(refresh_alone(smart, second["refresh_token"], client_id=public.client_id))
+    # Another public client's id is refused, and the token survives the attempt; a confidential
+    # client's bare id is a failed client authentication.
+    other = smart.other_public_app.client_id
+    oauth_error(refresh_alone(smart, third["refresh_token"], client_id=other), 400, "invalid_grant")
+    oauth_error(refresh_alone(smart, third["refresh_token"], client_id=smart.other_app.client_id), 401, "invalid_client")
+    fourth = token_ok(refresh_alone(smart, third["refresh_token"]))
+    oauth_error(refresh_alone(smart, generate_token(43)), 400, "invalid_grant")
+
+    # Reuse detection is unchanged: a rotated token presented again revokes the grant.
+    oauth_error(refresh_alone(smart, first["refresh_token"]), 400, "invalid_grant")
+    assert_grant_dead(smart, fourth, member)
+
+
+def test_confidential_client_must_authenticate_to_refresh(smart):
+    token = grant(smart)
+    body = oauth_error(refresh_alone(smart, token["refresh_token"]), 401, "invalid_client")
+    assert "confidential" in body["error_description"], body
+    oauth_error(refresh(smart, token["refresh_token"], how="none"), 401, "invalid_client")
+    # Neither attempt burnt the token.
+    token_ok(refresh(smart, token["refresh_token"]))
 
 
 def test_refresh_by_another_client(smart):

@@ -27,6 +27,17 @@ pub struct ClientCredentials {
     pub assertion: Option<String>,
 }
 
+impl ClientCredentials {
+    /// Nothing at all identifies the client (no Basic header, `client_id`, secret or assertion).
+    pub fn is_empty(&self) -> bool {
+        self.basic.is_none()
+            && self.client_id.is_none()
+            && self.client_secret.is_none()
+            && self.assertion_type.is_none()
+            && self.assertion.is_none()
+    }
+}
+
 impl std::fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientCredentials")

@@ -66,6 +66,7 @@ fn store_error(e: StoreError, entry: Option<usize>) -> ApiError {
         }
         StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", at(m)),
         StoreError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid", at(m)),
+        StoreError::UnknownType(_) => ApiError::new(StatusCode::NOT_FOUND, "not-supported", at(e.to_string())),
         StoreError::Search(s) => ApiError::new(StatusCode::BAD_REQUEST, "invalid", at(s.message)),
         StoreError::Invalid(issues) => ApiError {
             status: StatusCode::BAD_REQUEST,

@@ -47,6 +47,17 @@ enum Method {
     Get,
 }
 
+impl Method {
+    fn name(self) -> &'static str {
+        match self {
+            Method::Delete => "DELETE",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Get => "GET",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     index: usize,
@@ -61,7 +72,10 @@ struct Entry {
 }
 
 impl Store {
-    pub async fn process_bundle(&self, bundle: &Value) -> Result<BundleResult, StoreError> {
+    /// Run a transaction or batch Bundle. Batch entries whose index is in `skip` are not run
+    /// (the caller refused them, e.g. for lack of permission); their results are placeholders
+    /// the caller replaces. A transaction's entries are never skipped: refuse the whole Bundle.
+    pub async fn process_bundle(&self, bundle: &Value, skip: &[usize]) -> Result<BundleResult, StoreError> {
         let kind = match bundle.get("type").and_then(Value::as_str) {
             Some("transaction") => BundleKind::Transaction,
             Some("batch") => BundleKind::Batch,
@@ -78,7 +92,14 @@ impl Store {
             Some(_) => return Err(StoreError::BadRequest("Bundle.entry must be an array".into())),
         };
         let mut entries = Vec::with_capacity(raw_entries.len());
+        if kind == BundleKind::Transaction && !skip.is_empty() {
+            return Err(StoreError::BadRequest("a transaction runs all of its entries or none".into()));
+        }
         for (index, raw) in raw_entries.into_iter().enumerate() {
+            if skip.contains(&index) {
+                entries.push(Entry::invalid(index, StoreError::BadRequest("not run".into())));
+                continue;
+            }
             match parse_entry(index, raw) {
                 Ok(e) => entries.push(e),
                 Err(e) if kind == BundleKind::Transaction => {
@@ -165,8 +186,12 @@ impl Store {
                     });
                     Some(requests.len() - 1)
                 }
-                Plan::Write { resource: None, resource_type, id, .. } => {
-                    requests.push(WriteRequest::Delete { resource_type: resource_type.clone(), id: id.clone() });
+                Plan::Write { resource: None, resource_type, id, if_match, .. } => {
+                    requests.push(WriteRequest::Delete {
+                        resource_type: resource_type.clone(),
+                        id: id.clone(),
+                        if_match: *if_match,
+                    });
                     Some(requests.len() - 1)
                 }
                 _ => None,
@@ -242,27 +267,45 @@ impl Store {
         Ok(BundleResult { entries: results })
     }
 
-    /// Decide what an entry does, searching for conditional ones inside the transaction.
+    /// Decide what an entry does, searching for conditional ones inside the transaction. The
+    /// rules are those of the plain interactions (which come through here too, by `rest_write`),
+    /// so an entry can do exactly what the same request alone could.
     async fn resolve(&self, tx: &mut crate::db::Tx, e: &Entry) -> Result<Plan, StoreError> {
+        check_shape(e)?;
         let (path, query) = split_url(&e.url);
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        match e.method {
-            Method::Get => Ok(Plan::Read { url: e.url.clone() }),
-            Method::Post => {
-                let resource =
-                    e.resource.clone().ok_or_else(|| StoreError::BadRequest("POST entry without a resource".into()))?;
-                let resource_type = type_of(&resource);
-                if segments.as_slice() != [resource_type.as_str()] {
+        if e.method == Method::Get {
+            return Ok(Plan::Read { url: e.url.clone() });
+        }
+        let url_type = segments.first().copied().unwrap_or_default();
+        if !self.registry.is_resource_type(url_type) {
+            return Err(StoreError::UnknownType(url_type.to_string()));
+        }
+        let resource = match &e.resource {
+            Some(resource) => {
+                let body_type = type_of(resource);
+                if body_type != url_type {
                     return Err(StoreError::BadRequest(format!(
-                        "POST url '{}' must be the resource type {resource_type}",
+                        "resourceType '{body_type}' does not match the URL's type {url_type}"
+                    )));
+                }
+                Some(resource.clone())
+            }
+            None => None,
+        };
+        match (e.method, resource) {
+            (Method::Post, Some(resource)) => {
+                if segments.len() != 1 || query.is_some() {
+                    return Err(StoreError::BadRequest(format!(
+                        "POST url '{}' must be the resource type {url_type}",
                         e.url
                     )));
                 }
                 if let Some(condition) = &e.if_none_exist {
-                    let found = self.find(tx, &resource_type, condition).await?;
+                    let found = self.find(tx, url_type, condition).await?;
                     match found.as_slice() {
                         [] => {}
-                        [(id, _)] => return self.existing(tx, &resource_type, id, "200 OK").await,
+                        [(id, _)] => return self.existing(tx, url_type, id, "200 OK").await,
                         _ => {
                             return Err(StoreError::PreconditionFailed(format!(
                                 "ifNoneExist '{condition}' matches more than one resource"
@@ -270,82 +313,107 @@ impl Store {
                         }
                     }
                 }
+                // A create ignores any id in the body: the server assigns one.
                 let id = uuid::Uuid::new_v4().to_string();
-                Ok(Plan::Write { resource_type, id, resource: Some(resource), if_match: None, create: true })
+                Ok(Plan::Write {
+                    resource_type: url_type.to_string(),
+                    id,
+                    resource: Some(resource),
+                    if_match: None,
+                    create: true,
+                })
             }
-            Method::Put => {
-                let resource =
-                    e.resource.clone().ok_or_else(|| StoreError::BadRequest("PUT entry without a resource".into()))?;
-                let resource_type = type_of(&resource);
-                match (segments.as_slice(), query) {
-                    ([t, id], None) if *t == resource_type => Ok(Plan::Write {
-                        resource_type,
-                        id: (*id).to_string(),
-                        resource: Some(resource),
-                        if_match: e.if_match,
-                        create: false,
-                    }),
-                    ([t], Some(condition)) if *t == resource_type => {
-                        let found = self.find(tx, &resource_type, condition).await?;
-                        let id = match found.as_slice() {
-                            [] => resource
-                                .get("id")
-                                .and_then(Value::as_str)
-                                .map(String::from)
-                                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-                            [(id, _)] => id.clone(),
+            (Method::Put, Some(resource)) => {
+                let body_id = resource.get("id").and_then(Value::as_str).map(String::from);
+                let id = match (segments.as_slice(), query) {
+                    ([_, id], None) => match body_id {
+                        Some(body_id) if body_id == *id => body_id,
+                        Some(body_id) => {
+                            return Err(StoreError::BadRequest(format!(
+                                "the resource id '{body_id}' does not match the URL's id '{id}'"
+                            )))
+                        }
+                        None => {
+                            return Err(StoreError::BadRequest(
+                                "an update must carry the resource id in the body".into(),
+                            ))
+                        }
+                    },
+                    ([_], Some(condition)) => {
+                        let found = self.find(tx, url_type, condition).await?;
+                        match (found.as_slice(), body_id) {
+                            // No match: created, with the body's id when it has one.
+                            ([], body_id) => body_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                            ([(id, _)], Some(body_id)) if body_id != *id => {
+                                return Err(StoreError::BadRequest(format!(
+                                    "the resource id '{body_id}' is not that of {url_type}/{id}, the resource '{}' matches",
+                                    e.url
+                                )))
+                            }
+                            ([(id, _)], _) => id.clone(),
                             _ => {
                                 return Err(StoreError::PreconditionFailed(format!(
                                     "conditional update '{}' matches more than one resource",
                                     e.url
                                 )))
                             }
-                        };
-                        let mut resource = resource;
-                        if let Some(obj) = resource.as_object_mut() {
-                            obj.insert("id".into(), Value::String(id.clone()));
                         }
-                        Ok(Plan::Write {
-                            resource_type,
-                            id,
-                            resource: Some(resource),
-                            if_match: e.if_match,
-                            create: false,
-                        })
                     }
-                    _ => Err(StoreError::BadRequest(format!(
-                        "PUT url '{}' must be {resource_type}/id or {resource_type}?search",
-                        e.url
-                    ))),
-                }
-            }
-            Method::Delete => match (segments.as_slice(), query) {
-                ([t, id], None) if self.registry.is_resource_type(t) => Ok(Plan::Write {
-                    resource_type: (*t).to_string(),
-                    id: (*id).to_string(),
-                    resource: None,
-                    if_match: None,
-                    create: false,
-                }),
-                ([t], Some(condition)) if self.registry.is_resource_type(t) => {
-                    let found = self.find(tx, t, condition).await?;
-                    match found.as_slice() {
-                        [] => Ok(Plan::Nothing),
-                        [(id, _)] => Ok(Plan::Write {
-                            resource_type: (*t).to_string(),
-                            id: id.clone(),
-                            resource: None,
-                            if_match: None,
-                            create: false,
-                        }),
-                        _ => Err(StoreError::PreconditionFailed(format!(
-                            "conditional delete '{}' matches more than one resource",
+                    _ => {
+                        return Err(StoreError::BadRequest(format!(
+                            "PUT url '{}' must be {url_type}/id or {url_type}?search",
                             e.url
-                        ))),
+                        )))
                     }
+                };
+                let mut resource = resource;
+                if let Some(obj) = resource.as_object_mut() {
+                    obj.insert("id".into(), Value::String(id.clone()));
                 }
-                _ => Err(StoreError::BadRequest(format!("DELETE url '{}' must be Type/id or Type?search", e.url))),
-            },
+                Ok(Plan::Write {
+                    resource_type: url_type.to_string(),
+                    id,
+                    resource: Some(resource),
+                    if_match: e.if_match,
+                    create: false,
+                })
+            }
+            (Method::Delete, None) => {
+                let id = match (segments.as_slice(), query) {
+                    ([_, id], None) if search::is_valid_id(id) => (*id).to_string(),
+                    ([_, id], None) => {
+                        return Err(StoreError::NotFound { resource_type: url_type.to_string(), id: (*id).to_string() })
+                    }
+                    ([_], Some(condition)) => {
+                        let found = self.find(tx, url_type, condition).await?;
+                        match found.as_slice() {
+                            [] => return Ok(Plan::Nothing),
+                            [(id, _)] => id.clone(),
+                            _ => {
+                                return Err(StoreError::PreconditionFailed(format!(
+                                    "conditional delete '{}' matches more than one resource",
+                                    e.url
+                                )))
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(StoreError::BadRequest(format!(
+                            "DELETE url '{}' must be Type/id or Type?search",
+                            e.url
+                        )))
+                    }
+                };
+                Ok(Plan::Write {
+                    resource_type: url_type.to_string(),
+                    id,
+                    resource: None,
+                    if_match: e.if_match,
+                    create: false,
+                })
+            }
+            // check_shape let through only POST/PUT with a resource and DELETE without one.
+            _ => Err(StoreError::BadRequest("an entry's method and resource do not fit together".into())),
         }
     }
 
@@ -478,6 +546,26 @@ impl EntryResult {
         r.error = Some(error);
         r
     }
+}
+
+/// What an entry may carry for its method, as for the plain interaction: a resource only with
+/// POST and PUT (a body on GET or DELETE is refused, not ignored), `ifNoneExist` only on a
+/// create, `ifMatch` only on an update or delete.
+fn check_shape(e: &Entry) -> Result<(), StoreError> {
+    let method = e.method.name();
+    let refused = |text: String| Err(StoreError::BadRequest(text));
+    match (e.method, &e.resource) {
+        (Method::Get | Method::Delete, Some(_)) => return refused(format!("a {method} carries no resource")),
+        (Method::Post | Method::Put, None) => return refused(format!("a {method} needs a resource")),
+        _ => {}
+    }
+    if e.if_none_exist.is_some() && e.method != Method::Post {
+        return refused(format!("If-None-Exist (ifNoneExist) applies to a create (POST), not to a {method}"));
+    }
+    if e.if_match.is_some() && !matches!(e.method, Method::Put | Method::Delete) {
+        return refused(format!("If-Match (ifMatch) applies to an update or a delete, not to a {method}"));
+    }
+    Ok(())
 }
 
 fn type_of(resource: &Value) -> String {

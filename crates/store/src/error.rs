@@ -23,6 +23,9 @@ pub enum StoreError {
     Invalid(Vec<Issue>),
     #[error("{0}")]
     BadRequest(String),
+    /// A URL names something that is not an R4 resource type.
+    #[error("'{0}' is not a FHIR R4 resource type")]
+    UnknownType(String),
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("{0}")]

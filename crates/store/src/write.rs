@@ -17,29 +17,19 @@ use crate::{param_key, Store, StoreError, StoredResource};
 #[derive(Debug, Clone)]
 pub enum WriteRequest {
     /// POST: the server assigns a new id (an id in the body is ignored).
-    Create {
-        resource: Value,
-    },
+    Create { resource: Value },
     /// POST whose new id was already chosen (transactions assign ids before writing).
-    CreateWithId {
-        id: String,
-        resource: Value,
-    },
+    CreateWithId { id: String, resource: Value },
     /// PUT Type/id: update, or create with that id when it does not exist.
-    Update {
-        resource_type: String,
-        id: String,
-        resource: Value,
-        if_match: Option<i64>,
-    },
+    Update { resource_type: String, id: String, resource: Value, if_match: Option<i64> },
     Delete {
         resource_type: String,
         id: String,
+        /// `If-Match`: delete only if this is the current version.
+        if_match: Option<i64>,
     },
     /// Import: keep the resource's own id; no new version when the content is unchanged.
-    Upsert {
-        resource: Value,
-    },
+    Upsert { resource: Value },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -279,8 +269,8 @@ impl Store {
                 let doc = Some(self.normalize(doc, &id)?);
                 Ok(Prepared { mode: Mode::Update, resource_type, id, doc, if_match })
             }
-            WriteRequest::Delete { resource_type, id } => {
-                Ok(Prepared { mode: Mode::Delete, resource_type, id, doc: None, if_match: None })
+            WriteRequest::Delete { resource_type, id, if_match } => {
+                Ok(Prepared { mode: Mode::Delete, resource_type, id, doc: None, if_match })
             }
             WriteRequest::Upsert { resource } => {
                 let doc = self.checked(resource)?;
@@ -347,7 +337,7 @@ impl Store {
             Mode::Create if existing.is_some() => {
                 return Err(StoreError::Conflict(format!("{}/{} already exists", p.resource_type, p.id)))
             }
-            Mode::Update => {
+            Mode::Update | Mode::Delete => {
                 if let Some(expected) = p.if_match {
                     let actual = live.map_or(0, |e| e.version);
                     if actual != expected {
@@ -360,28 +350,21 @@ impl Store {
                     }
                 }
             }
-            Mode::Delete => {
-                let Some(current) = live else {
-                    // Deleting what is absent or already deleted changes nothing.
-                    outcome.unchanged = true;
-                    outcome.version = existing.map_or(0, |e| e.version);
-                    return Ok(Ready {
-                        outcome,
-                        method: "DELETE",
-                        hash: None,
-                        extracted: Extracted::default(),
-                        existing_rkey: None,
-                    });
-                };
-                return Ok(Ready {
-                    outcome,
-                    method: "DELETE",
-                    hash: None,
-                    extracted: Extracted::default(),
-                    existing_rkey: Some(current.rkey),
-                });
-            }
             _ => {}
+        }
+        if p.mode == Mode::Delete {
+            // Deleting what is absent or already deleted changes nothing.
+            if live.is_none() {
+                outcome.unchanged = true;
+                outcome.version = existing.map_or(0, |e| e.version);
+            }
+            return Ok(Ready {
+                outcome,
+                method: "DELETE",
+                hash: None,
+                extracted: Extracted::default(),
+                existing_rkey: live.map(|current| current.rkey),
+            });
         }
         let Some(Normalized { body, hash, extracted }) = p.doc else {
             return Err(StoreError::BadRequest("a write without a resource".into()));

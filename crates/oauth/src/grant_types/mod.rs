@@ -32,7 +32,14 @@ impl AuthServer {
                 format!("grant_type {grant_type:?} is not supported (authorization_code, refresh_token, client_credentials)"),
             ));
         }
-        let client: AuthenticatedClient = self.authenticate_client(&request.credentials).await?;
+        // RFC 6749 §6: only confidential clients authenticate to refresh; a public client's
+        // refresh token already names its client, so it may come alone (SMART's fhirclient
+        // sends nothing else by default).
+        let client: AuthenticatedClient = if grant_type == "refresh_token" && request.credentials.is_empty() {
+            self.refresh_token_client(&request).await?
+        } else {
+            self.authenticate_client(&request.credentials).await?
+        };
         match grant_type {
             "authorization_code" => self.exchange_code(&client, &request).await,
             "refresh_token" => self.refresh(&client, &request).await,

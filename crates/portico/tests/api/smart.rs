@@ -637,6 +637,118 @@ async fn refresh_rotation_narrowing_and_reuse(backend: Backend) {
     assert_eq!(s, 401);
 }
 
+/// RFC 6749 §6 and SMART's fhirclient: a public client's refresh token may come alone (the
+/// token names its client); with another client's id it is refused without being burnt; rotation
+/// and reuse detection are the same either way.
+async fn public_refresh_without_client_id(backend: Backend) {
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
+    setup(&server).await;
+    register(&server, "other", ClientType::Public, vec![REDIRECT.into()], DEFAULT_APP_SCOPES).await;
+    let browser = Browser::new();
+    let back = approve(&server, &browser, "launch/patient offline_access patient/*.rs", Some("p1"), &[]).await;
+    let (_, first) = exchange(&server, &param(&back, "code").unwrap()).await;
+    let rt1 = first["refresh_token"].as_str().unwrap().to_owned();
+    let alone = |rt: String| {
+        let server = &server;
+        async move { token(server, &[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]).await }
+    };
+    // As fhirclient sends it: grant_type and refresh_token only.
+    let (s, headers, second) = alone(rt1.clone()).await;
+    assert_eq!(s, 200, "{second}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(second["patient"], "p1");
+    assert_eq!(second["scope"], first["scope"]);
+    let rt2 = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(rt2, rt1, "rotation");
+    let (s, patient) = fhir_get(&server, second["access_token"].as_str().unwrap(), "Patient/p1").await;
+    assert_eq!((s, patient["id"].as_str()), (200, Some("p1")));
+    // With the right client_id it works too.
+    let (s, _, third) =
+        token(&server, &[("grant_type", "refresh_token"), ("refresh_token", &rt2), ("client_id", "growth")]).await;
+    assert_eq!(s, 200, "{third}");
+    let rt3 = third["refresh_token"].as_str().unwrap().to_owned();
+    // Another client's id: invalid_grant, and the token is not burnt.
+    let (s, _, v) =
+        token(&server, &[("grant_type", "refresh_token"), ("refresh_token", &rt3), ("client_id", "other")]).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
+    let (s, _, fourth) = alone(rt3.clone()).await;
+    assert_eq!(s, 200, "{fourth}");
+    // Unknown or missing tokens.
+    let (s, _, v) = alone("not-a-refresh-token".into()).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
+    let (s, _, v) = token(&server, &[("grant_type", "refresh_token")]).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_request")));
+    // Reuse of a rotated token, presented alone, still revokes the grant.
+    let (s, _, v) = alone(rt1).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
+    let (s, _, v) = alone(fourth["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!((s, v["error"].as_str()), (400, Some("invalid_grant")));
+    let (s, _) = fhir_get(&server, fourth["access_token"].as_str().unwrap(), "Patient/p1").await;
+    assert_eq!(s, 401);
+}
+
+/// A confidential client's refresh token is useless without that client's authentication: alone
+/// or with only its client_id it is 401 invalid_client, and those attempts burn nothing.
+async fn confidential_refresh_needs_authentication(backend: Backend) {
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
+    setup(&server).await;
+    let registered =
+        register(&server, "portal", ClientType::ConfidentialSymmetric, vec![REDIRECT.into()], DEFAULT_APP_SCOPES).await;
+    let secret = registered.client_secret.unwrap();
+    let browser = Browser::new();
+    let after = sign_in(
+        &browser,
+        &server,
+        &authorize_url(&server, "portal", "launch/patient offline_access patient/*.rs", &[]),
+        "carol",
+        PASSWORD,
+    )
+    .await;
+    let page = follow(&browser, &server, &after).await;
+    let form = [
+        ("req", hidden(&page.body, "req")),
+        ("csrf", hidden(&page.body, "csrf")),
+        ("decision", "allow".into()),
+        ("scope", "offline_access".into()),
+        ("scope", "patient/*.rs".into()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let done = browser.post(&format!("{}/auth/consent", server.origin), &form).await;
+    let code = param(done.location.as_ref().unwrap(), "code").unwrap();
+    let r = server
+        .client
+        .post(format!("{}/auth/token", server.origin))
+        .basic_auth("portal", Some(&secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let t: Value = r.json().await.unwrap();
+    let rt = t["refresh_token"].as_str().expect("offline_access granted: a refresh token").to_owned();
+    let (s, _, v) = token(&server, &[("grant_type", "refresh_token"), ("refresh_token", &rt)]).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")), "{v}");
+    let (s, _, v) =
+        token(&server, &[("grant_type", "refresh_token"), ("refresh_token", &rt), ("client_id", "portal")]).await;
+    assert_eq!((s, v["error"].as_str()), (401, Some("invalid_client")), "{v}");
+    let r = server
+        .client
+        .post(format!("{}/auth/token", server.origin))
+        .basic_auth("portal", Some(&secret))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the refused attempts burnt nothing");
+    let refreshed: Value = r.json().await.unwrap();
+    assert_ne!(refreshed["refresh_token"].as_str().unwrap(), rt);
+}
+
 async fn introspection_and_revocation(backend: Backend) {
     let Some(server) = TestServer::start_enforcing(backend).await else { return };
     setup(&server).await;
@@ -1132,6 +1244,8 @@ both_backends!(
     authorize_errors,
     token_errors,
     refresh_rotation_narrowing_and_reuse,
+    public_refresh_without_client_id,
+    confidential_refresh_needs_authentication,
     introspection_and_revocation,
     confidential_client_authentication,
     backend_services,

@@ -25,16 +25,29 @@ pub async fn bundle(
     if body.value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(ApiError::bad_request("POST to the base URL takes a transaction or batch Bundle"));
     }
-    check_entries(&state, &access, &body.value).await?;
     let response_type = match body.value.get("type").and_then(Value::as_str) {
         Some("transaction") => "transaction-response",
         Some("batch") => "batch-response",
         _ => return Err(ApiError::bad_request("Bundle.type must be transaction or batch")),
     };
-    let result = state.store.process_bundle(&body.value).await?;
+    let mut refused = refused_entries(&state, &access, &body.value).await?;
+    if response_type == "transaction-response" {
+        // All or nothing: one refused entry refuses the Bundle, naming the entry.
+        if let Some((index, error)) = refused.into_iter().next() {
+            return Err(in_entry(index, error));
+        }
+        refused = Vec::new();
+    }
+    let skip: Vec<usize> = refused.iter().map(|(i, _)| *i).collect();
+    let result = state.store.process_bundle(&body.value, &skip).await?;
     let base = &state.config.base_url;
     let mut out = BundleWriter::new(response_type, None, &[]);
-    for entry in result.entries {
+    let mut refused = refused.into_iter().peekable();
+    for (index, entry) in result.entries.into_iter().enumerate() {
+        if let Some((_, error)) = refused.next_if(|(i, _)| *i == index) {
+            out.entry(None, None, &[("response", failed(&error))]);
+            continue;
+        }
         let mut response = json!({ "status": entry.status });
         if let Some(location) = &entry.location {
             response["location"] = json!(format!("{base}/{location}"));
@@ -46,15 +59,35 @@ pub async fn bundle(
             response["lastModified"] = json!(instant_text(lu));
         }
         if let Some(error) = entry.error {
-            let api: ApiError = error.into();
-            response["status"] =
-                json!(format!("{} {}", api.status.as_u16(), api.status.canonical_reason().unwrap_or("")));
-            response["outcome"] = operation_outcome(&api.issues);
+            response = failed(&error.into());
         }
         let full_url = entry.resource.as_ref().map(|r| format!("{base}/{}/{}", r.resource_type, r.id));
         out.entry(full_url.as_deref(), entry.resource.as_ref().map(|r| r.body.as_str()), &[("response", response)]);
     }
     Ok(fhir_json(StatusCode::OK, out.finish()))
+}
+
+/// A failed batch entry's `response`: its status and OperationOutcome.
+fn failed(error: &ApiError) -> Value {
+    json!({
+        "status": format!("{} {}", error.status.as_u16(), error.status.canonical_reason().unwrap_or("")),
+        "outcome": operation_outcome(&error.issues),
+    })
+}
+
+/// The error of entry `index`, saying which entry it is.
+fn in_entry(index: usize, e: ApiError) -> ApiError {
+    ApiError {
+        issues: e
+            .issues
+            .into_iter()
+            .map(|mut issue| {
+                issue.diagnostics = format!("Bundle.entry[{index}]: {}", issue.diagnostics);
+                issue
+            })
+            .collect(),
+        ..e
+    }
 }
 
 pub async fn history(
@@ -66,57 +99,70 @@ pub async fn history(
     bundles::history(&state, store::HistoryScope::System, query.as_deref(), &restriction).await
 }
 
-/// A transaction or batch may only do what its entries could do one by one. Entries that search
-/// or read on the caller's behalf (GET, conditional writes) run inside the store without the
-/// caller's restriction, so callers limited to patients, filters or withheld categories may only
-/// send plain creates, updates and deletes, each checked like its REST counterpart.
-async fn check_entries(state: &AppState, access: &Access, bundle: &Value) -> Result<(), ApiError> {
-    if access.is_unrestricted() {
-        return Ok(());
-    }
+/// A transaction or batch may only do what its entries could do one by one: the entries the
+/// caller may not send, in order, with why (an `Err` only for a storage failure). AuditEvents are
+/// written by the server alone, whoever asks. Entries that search or read on the caller's behalf
+/// (GET, conditional writes) run inside the store without the caller's restriction, so callers
+/// limited to patients, filters or withheld categories may only send plain creates, updates and
+/// deletes, each checked like its REST counterpart.
+async fn refused_entries(
+    state: &AppState,
+    access: &Access,
+    bundle: &Value,
+) -> Result<Vec<(usize, ApiError)>, ApiError> {
     let entries = bundle.get("entry").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let mut refused = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let at = |e: ApiError| ApiError {
-            issues: e
-                .issues
-                .into_iter()
-                .map(|mut issue| {
-                    issue.diagnostics = format!("Bundle.entry[{i}]: {}", issue.diagnostics);
-                    issue
-                })
-                .collect(),
-            ..e
-        };
-        let request = entry.get("request").unwrap_or(&Value::Null);
-        let method = request.get("method").and_then(Value::as_str).unwrap_or_default();
-        let url = request.get("url").and_then(Value::as_str).unwrap_or_default();
-        let resource = entry.get("resource");
-        let conditional = url.contains('?') || request.get("ifNoneExist").is_some();
-        let (rtype, id) = match url.split_once('/') {
-            Some((t, rest)) => (t, Some(rest)),
-            None => (url.split('?').next().unwrap_or_default(), None),
-        };
-        let interaction = match method {
-            "POST" => Interaction::Create,
-            "PUT" => Interaction::Update,
-            "DELETE" => Interaction::Delete,
-            _ => Interaction::Read,
-        };
-        let restriction = guard::restriction(access, rtype, interaction).map_err(at)?;
-        if method == "GET" || conditional {
-            guard::unrestricted(&restriction, "a GET or conditional entry in a transaction or batch").map_err(at)?;
-            continue;
-        }
-        if let (Some(id), "PUT" | "DELETE") = (id, method) {
-            if !state.store.visible(rtype, id, &restriction).await?
-                && state.store.read(rtype, id).await? != store::ReadOutcome::NotFound
-            {
-                return Err(at(ApiError::not_found(format!("{rtype}/{id} is not known"))));
-            }
-        }
-        if let Some(resource) = resource {
-            guard::content(&restriction, rtype, resource).map_err(at)?;
+        if let Err(e) = check_entry(state, access, entry).await? {
+            refused.push((i, e));
         }
     }
-    Ok(())
+    Ok(refused)
+}
+
+/// `Ok(Err(why))` when the caller may not send this entry.
+async fn check_entry(state: &AppState, access: &Access, entry: &Value) -> Result<Result<(), ApiError>, ApiError> {
+    let request = entry.get("request").unwrap_or(&Value::Null);
+    let method = request.get("method").and_then(Value::as_str).unwrap_or_default();
+    let url = request.get("url").and_then(Value::as_str).unwrap_or_default().trim_start_matches('/');
+    let resource = entry.get("resource");
+    let (rtype, id) = match url.split('?').next().unwrap_or_default().split_once('/') {
+        Some((t, rest)) => (t, Some(rest)),
+        None => (url.split('?').next().unwrap_or_default(), None),
+    };
+    let writes = matches!(method, "POST" | "PUT" | "DELETE");
+    let body_type = resource.and_then(|r| r.get("resourceType")).and_then(Value::as_str);
+    if writes && (rtype == "AuditEvent" || body_type == Some("AuditEvent")) {
+        return Ok(Err(guard::forbidden(
+            "AuditEvent resources are written by the server; they cannot be created or changed",
+        )));
+    }
+    if access.is_unrestricted() {
+        return Ok(Ok(()));
+    }
+    let conditional = url.contains('?') || request.get("ifNoneExist").is_some();
+    let interaction = match method {
+        "POST" => Interaction::Create,
+        "PUT" => Interaction::Update,
+        "DELETE" => Interaction::Delete,
+        _ => Interaction::Read,
+    };
+    let restriction = match guard::restriction(access, rtype, interaction) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    if method == "GET" || conditional {
+        return Ok(guard::unrestricted(&restriction, "a GET or conditional entry in a transaction or batch"));
+    }
+    if let (Some(id), "PUT" | "DELETE") = (id, method) {
+        if !state.store.visible(rtype, id, &restriction).await?
+            && state.store.read(rtype, id).await? != store::ReadOutcome::NotFound
+        {
+            return Ok(Err(ApiError::not_found(format!("{rtype}/{id} is not known"))));
+        }
+    }
+    if let Some(resource) = resource {
+        return Ok(guard::content(&restriction, rtype, resource));
+    }
+    Ok(Ok(()))
 }

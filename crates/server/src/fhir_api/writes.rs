@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use auth::Interaction;
+use axum::body::Bytes;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,15 +31,13 @@ pub async fn create(
     if body.headers.contains_key("if-none-exist") {
         guard::unrestricted(&restriction, "a conditional create")?;
     }
-    let if_none_exist = body
-        .headers
-        .get("if-none-exist")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_start_matches(&format!("{rtype}?")).to_string());
+    let if_none_exist = if_none_exist(&body.headers, &rtype);
     let prefer = Prefer::from_headers(&body.headers);
+    // If-Match goes to the store, which refuses it on a create as it does in a Bundle entry.
+    let if_match = if_match(&body.headers)?;
     let result = state
         .store
-        .rest_write(RestWrite { kind: RestWriteKind::Create { resource: body.value }, if_none_exist, if_match: None })
+        .rest_write(RestWrite { kind: RestWriteKind::Create { resource: body.value }, if_none_exist, if_match })
         .await?;
     Ok(written(&state, result, &prefer))
 }
@@ -62,20 +61,15 @@ pub async fn update(
         guard::restriction(&access, &rtype, Interaction::Create)?;
     }
     guard::content(&restriction, &rtype, &body.value)?;
-    match body.value.get("id").and_then(Value::as_str) {
-        Some(body_id) if body_id == id => {}
-        Some(body_id) => {
-            return Err(ApiError::bad_request(format!("the body's id '{body_id}' does not match the URL's id '{id}'")))
-        }
-        None => return Err(ApiError::bad_request("an update must carry the resource id in the body")),
-    }
+    // The body's id is checked against the URL by the store, by the same rule as for a Bundle
+    // entry (missing or different: 400).
     let prefer = Prefer::from_headers(&body.headers);
     let if_match = if_match(&body.headers)?;
     let result = state
         .store
         .rest_write(RestWrite {
             kind: RestWriteKind::Update { url: format!("{rtype}/{id}"), resource: body.value },
-            if_none_exist: None,
+            if_none_exist: if_none_exist(&body.headers, &rtype),
             if_match,
         })
         .await?;
@@ -102,7 +96,7 @@ pub async fn conditional_update(
         .store
         .rest_write(RestWrite {
             kind: RestWriteKind::Update { url: format!("{rtype}?{query}"), resource: body.value },
-            if_none_exist: None,
+            if_none_exist: if_none_exist(&body.headers, &rtype),
             if_match,
         })
         .await?;
@@ -114,9 +108,11 @@ pub async fn delete(
     Extension(access): Extension<Arc<Access>>,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
     server_written(&rtype)?;
+    no_body(&body)?;
     possible_id(&rtype, &id)?;
     let restriction = guard::restriction(&access, &rtype, Interaction::Delete)?;
     if !state.store.visible(&rtype, &id, &restriction).await?
@@ -124,7 +120,7 @@ pub async fn delete(
     {
         return Err(ApiError::not_found(format!("{rtype}/{id} is not known")));
     }
-    delete_url(&state, format!("{rtype}/{id}"), &headers).await
+    delete_url(&state, &rtype, format!("{rtype}/{id}"), &headers).await
 }
 
 pub async fn conditional_delete(
@@ -133,23 +129,25 @@ pub async fn conditional_delete(
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
     server_written(&rtype)?;
+    no_body(&body)?;
     let restriction = guard::restriction(&access, &rtype, Interaction::Delete)?;
     guard::unrestricted(&restriction, "a conditional delete")?;
     let query = query
         .filter(|q| !q.is_empty())
         .ok_or_else(|| ApiError::bad_request("DELETE on a type needs search criteria"))?;
-    delete_url(&state, format!("{rtype}?{query}"), &headers).await
+    delete_url(&state, &rtype, format!("{rtype}?{query}"), &headers).await
 }
 
-async fn delete_url(state: &AppState, url: String, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn delete_url(state: &AppState, rtype: &str, url: String, headers: &HeaderMap) -> Result<Response, ApiError> {
     let result = state
         .store
         .rest_write(RestWrite {
             kind: RestWriteKind::Delete { url },
-            if_none_exist: None,
+            if_none_exist: if_none_exist(headers, rtype),
             if_match: if_match(headers)?,
         })
         .await?;
@@ -158,6 +156,24 @@ async fn delete_url(state: &AppState, url: String, headers: &HeaderMap) -> Resul
         response::version_headers(response.headers_mut(), version, lu);
     }
     Ok(response)
+}
+
+/// `If-None-Exist: [Type?]query` as the store's `ifNoneExist` (the store refuses it on anything
+/// but a create, as for a Bundle entry).
+fn if_none_exist(headers: &HeaderMap, rtype: &str) -> Option<String> {
+    let value = headers.get("if-none-exist")?.to_str().unwrap_or_default();
+    let query = value.strip_prefix(rtype).and_then(|rest| rest.strip_prefix('?')).unwrap_or(value);
+    Some(query.to_string())
+}
+
+/// A DELETE carries no body: one that does is refused (as a Bundle entry's resource on a DELETE
+/// is), not silently ignored.
+fn no_body(body: &Bytes) -> Result<(), ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("a DELETE carries no body"))
+    }
 }
 
 /// The audit trail is written by the server alone.
