@@ -3,6 +3,7 @@
 mod admin;
 mod demo_accounts;
 mod import;
+mod link_cli;
 mod run;
 
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve the FHIR API (migrations run on start).
@@ -50,6 +53,9 @@ enum Command {
     /// EHR launch contexts.
     #[command(subcommand)]
     Launch(admin::LaunchCommand),
+    /// Link, the app developer's side: serve it, register apps, manage the directory and keys.
+    #[command(subcommand)]
+    Link(link_cli::LinkCommand),
 }
 
 #[derive(Args, Clone)]
@@ -141,6 +147,7 @@ fn main() -> ExitCode {
             Command::Grant(c) => admin::grant(c).await,
             Command::Token(c) => admin::token(c).await,
             Command::Launch(c) => admin::launch(c).await,
+            Command::Link(c) => link_cli::run(c).await,
         }
     });
     match result {

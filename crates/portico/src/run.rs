@@ -113,7 +113,7 @@ async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> Result<
 }
 
 /// Ctrl-C or SIGTERM (what `systemctl stop`, `docker stop` and Kubernetes send).
-async fn stop_requested() {
+pub async fn stop_requested() {
     let terminate = async {
         #[cfg(unix)]
         if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -8,6 +8,7 @@ mod demo_app;
 mod error;
 mod fhir_api;
 mod health;
+pub mod link_api;
 mod oauth_api;
 mod pages;
 mod request;

@@ -26,6 +26,10 @@ pub enum SqlValue {
     Real(f64),
     Text(String),
     NullText,
+    /// A NULL bound as an integer (PostgreSQL will not put a text NULL in a BIGINT column).
+    NullInt,
+    /// A NULL bound as a double.
+    NullReal,
 }
 
 impl From<i64> for SqlValue {
@@ -185,16 +189,38 @@ impl Lease {
 /// 8 MB rather than 16 keeps the server's resident memory within its budget.
 pub(crate) const WRITER_CACHE_SIZE: &str = "-8000";
 
+/// The schema migrations of one database, per backend (each backend has its own folder).
+pub struct Migrations {
+    pub sqlite: &'static sqlx::migrate::Migrator,
+    pub postgres: &'static sqlx::migrate::Migrator,
+}
+
+static STORE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static STORE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The resource store's own migrations.
+pub const STORE_MIGRATIONS: Migrations = Migrations { sqlite: &STORE_SQLITE, postgres: &STORE_POSTGRES };
+
+/// Does this database URL select PostgreSQL (otherwise it is a SQLite file)?
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 impl Pool {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Pool, StoreError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Self::connect_with(url, max_connections, &STORE_MIGRATIONS).await
+    }
+
+    /// Open a database by URL and bring its schema up to date with `migrations`.
+    pub async fn connect_with(url: &str, max_connections: u32, migrations: &Migrations) -> Result<Pool, StoreError> {
+        if is_postgres_url(url) {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;
-            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            migrations.postgres.run(&pool).await?;
             return Ok(Pool::Postgres(pool));
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
@@ -221,7 +247,7 @@ impl Pool {
         let options_write = options.clone().pragma("cache_size", WRITER_CACHE_SIZE);
         let options = options.pragma("cache_size", "-2000");
         let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options_write).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        migrations.sqlite.run(&write).await?;
         let read =
             SqlitePoolOptions::new().max_connections(max_connections).connect_with(options.read_only(true)).await?;
         Ok(Pool::Sqlite { read, write })
@@ -285,6 +311,8 @@ macro_rules! bind_all {
                 SqlValue::Real(v) => q.bind(*v),
                 SqlValue::Text(v) => q.bind(v.as_str()),
                 SqlValue::NullText => q.bind(None::<&str>),
+                SqlValue::NullInt => q.bind(None::<i64>),
+                SqlValue::NullReal => q.bind(None::<f64>),
             };
         }
         q
@@ -302,6 +330,8 @@ macro_rules! bind_all_owned {
                 SqlValue::Real(v) => q.bind(v),
                 SqlValue::Text(v) => q.bind(v),
                 SqlValue::NullText => q.bind(None::<String>),
+                SqlValue::NullInt => q.bind(None::<i64>),
+                SqlValue::NullReal => q.bind(None::<f64>),
             };
         }
         q

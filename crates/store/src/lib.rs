@@ -11,7 +11,7 @@ pub mod auth;
 mod bundle;
 mod cache;
 pub mod clock;
-mod db;
+pub mod db;
 mod error;
 mod indexes;
 mod read;

@@ -847,7 +847,7 @@ impl Cursor {
                 SqlValue::Int(v) => serde_json::json!(["i", v.to_string()]),
                 SqlValue::Real(v) => serde_json::json!(["f", v.to_string()]),
                 SqlValue::Text(v) => serde_json::json!(["s", v]),
-                SqlValue::NullText => serde_json::json!(["n"]),
+                SqlValue::NullText | SqlValue::NullInt | SqlValue::NullReal => serde_json::json!(["n"]),
             })
             .collect();
         URL_SAFE_NO_PAD.encode(serde_json::json!([keys, self.rkey.to_string()]).to_string())

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the point
 
 mod harness;
+mod link_harness;
 
 mod cli;
 mod crud;
@@ -10,6 +11,10 @@ mod enforcement;
 mod errors;
 mod fixtures;
 mod hostile;
+mod link;
+mod link_faults;
+mod link_security;
+mod link_vault;
 mod search_oracle;
 mod smart;
 mod transactions;

@@ -194,6 +194,12 @@ pub async fn approve(
             .await;
         page = follow(browser, server, &chosen).await;
     }
+    consent(browser, server, &page, extra).await
+}
+
+/// On a consent page: send every checkbox as rendered (all ticked by default) plus `extra` form
+/// fields (`("-name", value)` unticks that box), Allow; returns where Portico sends the browser.
+pub async fn consent(browser: &Browser, server: &TestServer, page: &Page, extra: &[(&str, &str)]) -> String {
     assert!(page.body.contains("Allow"), "consent expected: {}", page.body);
     let req = hidden(&page.body, "req");
     let csrf = hidden(&page.body, "csrf");
