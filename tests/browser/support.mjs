@@ -72,14 +72,19 @@ const EXIT_SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"];
  * `portico demo` on a fresh SQLite file. Resolves once the banner's last line (Ctrl-C) is
  * printed, with the FHIR base URL and the demo people parsed from the banner.
  */
-export async function startPortico(dir) {
+export async function startPortico(dir, { link = false } = {}) {
   const port = await freePort();
   const databaseUrl = path.join(dir, "demo.db");
-  const child = spawn(
-    PORTICO_BIN,
-    ["demo", "--patients", "6", "--listen", `127.0.0.1:${port}`, "--database-url", databaseUrl],
-    { env: childEnv(), stdio: ["ignore", "pipe", "pipe"] },
-  );
+  const args = ["demo", "--patients", "6", "--listen", `127.0.0.1:${port}`, "--database-url", databaseUrl];
+  if (link) {
+    // Every listener on a port of its own, free now (the defaults are the clinic's + 1, 10, 11).
+    for (const flag of ["--plan-listen", "--link-listen", "--aggregator-listen"]) {
+      args.push(flag, `127.0.0.1:${await freePort()}`);
+    }
+  } else {
+    args.push("--no-link");
+  }
+  const child = spawn(PORTICO_BIN, args, { env: childEnv(), stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.setEncoding("utf8").on("data", (d) => (stdout += d));
@@ -131,12 +136,20 @@ export async function startPortico(dir) {
   // "parent     a parent who also acts for two children (ID1, ID2)"
   const childIds = grab(/^\s*parent\s.*\(([^)]*)\)/m, "the parent's children").split(/,\s*/);
 
+  const linkUrls = link
+    ? {
+        aggregator: grab(/Sample aggregator app\s+(\S+?)\/?\s*$/m, "the sample aggregator's URL"),
+        linkBase: grab(/Link API\s+(\S+?)\/link\/v1\//, "Link's URL"),
+        planBase: grab(/Health plan portal\s+(\S+)/, "the health plan's FHIR base"),
+      }
+    : {};
   return {
     port,
     databaseUrl,
     fhirBase,
     memberId,
     childIds,
+    ...linkUrls,
     output: () => ({ stdout, stderr }),
     async stop() {
       process.off("exit", killOnExit);

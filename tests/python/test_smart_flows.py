@@ -129,6 +129,7 @@ class DemoServer(PorticoServer):
             [
                 str(portico_bin()),
                 "demo",
+                "--no-link",
                 "--patients",
                 str(self.patients),
                 "--listen",

@@ -5,6 +5,7 @@
 //! identical request while one runs finds the first (a unique index over running jobs).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,9 @@ use crate::Link;
 #[serde(rename_all = "camelCase")]
 pub struct JobSpec {
     pub connections: Vec<ConnectionId>,
+    /// Run within its request (its result is the answer, not kept).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub person: Option<String>,
     pub fetch: FetchRequest,
@@ -86,6 +90,7 @@ struct JobRow {
     finished_at: Option<i64>,
     result_expires_at: Option<i64>,
     expired: bool,
+    attempts: i64,
 }
 
 /// Give up on a job that has been taken up this many times (it keeps killing its process).
@@ -137,7 +142,7 @@ impl Link {
             Target::Connection(_) => None,
         };
         let key = request_key(&connections, &fetch);
-        let spec = JobSpec { connections, person, fetch };
+        let spec = JobSpec { connections, person, fetch, sync: claim };
         let job = JobId::generate();
         let now = self.now_ms();
         let db = self.db();
@@ -355,6 +360,13 @@ impl Link {
         loop {
             match self.claim_job().await {
                 Ok(Some(job)) => {
+                    if let Err(e) = self.fail_if_abandoned(&job).await {
+                        tracing::error!(job = %job, error = %e, "checking a claimed job");
+                        continue;
+                    }
+                    if self.job_row(&job).await.ok().flatten().is_some_and(|r| r.status.finished()) {
+                        continue;
+                    }
                     match self.run_job(&job).await {
                         Ok(status) => tracing::info!(job = %job, status = status.as_str(), "fetch job finished"),
                         Err(e) => tracing::error!(job = %job, error = %e, "fetch job stopped"),
@@ -368,15 +380,46 @@ impl Link {
         }
     }
 
+    /// A synchronous fetch whose request went away (its process died, or the client left)
+    /// cannot answer anyone: it ends `failed` instead of running in the background.
+    async fn fail_if_abandoned(&self, job: &JobId) -> Result<()> {
+        let Some(row) = self.job_row(job).await? else { return Ok(()) };
+        if !row.spec.sync {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        let db = self.db();
+        let mut tx = db.begin().await?;
+        let mut sql = db.sql();
+        sql.push("UPDATE link_jobs SET status = 'failed', finished_at = ")
+            .bind(now)
+            .push(", updated_at = ")
+            .bind(now)
+            .push(", lease_until = NULL, result_expires_at = ")
+            .bind(now + self.config().result_seconds * 1000)
+            .push(" WHERE job_id = ")
+            .bind(job.as_str())
+            .push(" AND status = 'running'");
+        if tx.conn().execute(&sql).await? > 0 {
+            let data = json!({"transactionId": job, "status": JobStatus::Failed, "connections": row.spec.connections,
+                "person": row.spec.person, "reason": "the synchronous request was abandoned"});
+            webhooks::enqueue(db, &mut tx, &row.app, EventType::FetchFailed, data, now).await?;
+        }
+        tx.commit().await?;
+        self.wake_webhooks();
+        Ok(())
+    }
+
     async fn job_row(&self, job: &JobId) -> Result<Option<JobRow>> {
         let db = self.db();
         let mut sql = db.sql();
         sql.push(
-            "SELECT job_id, app_id, request, status, created_at, started_at, finished_at, result_expires_at, expired \
-             FROM link_jobs WHERE job_id = ",
+            "SELECT job_id, app_id, request, status, created_at, started_at, finished_at, result_expires_at, expired, \
+             attempts FROM link_jobs WHERE job_id = ",
         )
         .bind(job.as_str());
-        let cols = [Col::Text, Col::Text, Col::Text, Col::Text, Col::Int, Col::Int, Col::Int, Col::Int, Col::Int];
+        let cols =
+            [Col::Text, Col::Text, Col::Text, Col::Text, Col::Int, Col::Int, Col::Int, Col::Int, Col::Int, Col::Int];
         let Some(row) = db.rows(&sql, &cols).await?.into_iter().next() else { return Ok(None) };
         let (Some(id), Some(app)) =
             (row.text(0).and_then(|j| j.parse().ok()), row.text(1).and_then(|a| a.parse().ok()))
@@ -395,6 +438,7 @@ impl Link {
             finished_at: opt_int(&row, 6),
             result_expires_at: opt_int(&row, 7),
             expired: row.int(8) != 0,
+            attempts: row.int(9),
         }))
     }
 
@@ -476,6 +520,8 @@ impl Link {
             "started": row.started_at.map(store::clock::instant_text),
             "finished": row.finished_at.map(store::clock::instant_text),
             "expires": row.result_expires_at.map(store::clock::instant_text),
+            // How many times a worker took the job up (more than one: a process died running it).
+            "attempts": row.attempts,
             "progress": progress,
             "errors": errors,
         });
@@ -485,11 +531,16 @@ impl Link {
         Ok(answer)
     }
 
-    /// `GET /link/v1/jobs/{id}/result`: the R4 Bundle of a finished job.
-    pub async fn job_result(&self, app: &AppId, job: &JobId) -> Result<Value> {
+    /// `GET /link/v1/jobs/{id}/result`: the R4 Bundle of a finished job, as JSON text.
+    pub async fn job_result(&self, app: &AppId, job: &JobId) -> Result<String> {
         let row = self.app_job(app, job).await?;
         if !row.status.finished() {
             return Err(LinkError::Conflict(format!("job {job} is still {}", row.status.as_str())));
+        }
+        if row.spec.sync {
+            return Err(LinkError::Gone(format!(
+                "job {job} was a synchronous fetch: its result was its answer and is not kept"
+            )));
         }
         self.result_bundle(&row.id, &row.spec).await
     }
@@ -500,35 +551,52 @@ impl Link {
         app: &AppId,
         target: &Target,
         fetch: FetchRequest,
-    ) -> Result<(JobId, JobStatus, Value)> {
+    ) -> Result<(JobId, JobStatus, String)> {
         let started = self.start_fetch(app, target, fetch, true).await?;
-        let status = self.run_job(&started.job).await?;
-        let row = self.job_row(&started.job).await?.ok_or_else(|| LinkError::not_found("job"))?;
+        let job = started.job;
+        self.inner.collectors.lock().unwrap_or_else(|p| p.into_inner()).insert(job.clone(), Arc::default());
+        // The collector goes however this ends (an error, or the request being dropped).
+        struct Forget<'a>(&'a Link, JobId);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.inner.collectors.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+            }
+        }
+        let _forget = Forget(self, job.clone());
+        let status = self.run_job(&job).await?;
+        let row = self.job_row(&job).await?.ok_or_else(|| LinkError::not_found("job"))?;
         let bundle = self.result_bundle(&row.id, &row.spec).await?;
-        Ok((started.job, status, bundle))
+        Ok((job, status, bundle))
     }
 
-    async fn result_bundle(&self, job: &JobId, spec: &JobSpec) -> Result<Value> {
-        let endpoints: HashMap<_, _> = self.endpoints(None).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
-        let mut entries = Vec::new();
+    /// The result Bundle's text, assembled from the stored entries without parsing them (so a
+    /// fan-out over many portals holds one copy of its result, not a tree of it).
+    async fn result_bundle(&self, job: &JobId, spec: &JobSpec) -> Result<String> {
+        let now = self.now_ms();
+        let mut out = String::with_capacity(64 * 1024);
+        out.push_str(
+            &json!({"resourceType": "Bundle", "id": job.as_str().replace('_', "-"),
+                "meta": {"lastUpdated": store::clock::instant_text(now)}, "type": "collection",
+                "timestamp": store::clock::instant_text(now)})
+            .to_string(),
+        );
+        // Reopen the object to append the entries.
+        out.pop();
+        out.push_str(",\"entry\":[");
+        let mut first = true;
         let mut seen = std::collections::HashSet::new();
         let db = self.db();
         for c in &spec.connections {
-            let base = match self.connection_record(c).await? {
-                Some(r) => endpoints.get(&r.endpoint).map(|e| e.fhir_base.clone()).unwrap_or_default(),
-                None => String::new(),
-            };
-            for resource in self.part_resources(job, c).await? {
-                let (Some(t), Some(id)) =
-                    (resource.get("resourceType").and_then(Value::as_str), resource.get("id").and_then(Value::as_str))
-                else {
-                    continue;
-                };
-                let full_url = format!("{base}/{t}/{id}");
-                if seen.insert(full_url.clone()) {
-                    entries.push(json!({"fullUrl": full_url, "resource": resource}));
+            self.visit_entries(job, c, |key, line| {
+                if seen.insert(key.to_owned()) {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    out.push_str(line);
                 }
-            }
+            })
+            .await?;
             let mut sql = db.sql();
             sql.push("SELECT error FROM link_job_parts WHERE job_id = ")
                 .bind(job.as_str())
@@ -537,19 +605,19 @@ impl Link {
                 .push(" AND status = 'failed' ORDER BY part");
             for row in db.rows(&sql, &[Col::Text]).await? {
                 if let Some(outcome) = row.text(0).and_then(|e| serde_json::from_str::<Value>(e).ok()) {
-                    entries.push(json!({"fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()), "resource": outcome}));
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    out.push_str(
+                        &json!({"fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()), "resource": outcome})
+                            .to_string(),
+                    );
                 }
             }
         }
-        let now = self.now_ms();
-        Ok(json!({
-            "resourceType": "Bundle",
-            "id": job.as_str().replace('_', "-"),
-            "meta": {"lastUpdated": store::clock::instant_text(now)},
-            "type": "collection",
-            "timestamp": store::clock::instant_text(now),
-            "entry": entries,
-        }))
+        out.push_str("]}");
+        Ok(out)
     }
 
     /// Forget the results of expired jobs (their rows stay, answering 410).

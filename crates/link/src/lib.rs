@@ -57,6 +57,8 @@ struct Inner {
     outbox_wake: tokio::sync::Notify,
     refresh_locks: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
     rates: Mutex<HashMap<AppId, (f64, Instant)>>,
+    /// Synchronous fetches running here: their parts stay in memory.
+    collectors: Mutex<HashMap<ids::JobId, Arc<fetch::run::Collector>>>,
     health_writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -108,6 +110,7 @@ impl Link {
                 outbox_wake: tokio::sync::Notify::new(),
                 refresh_locks: Mutex::default(),
                 rates: Mutex::default(),
+                collectors: Mutex::default(),
                 health_writer: Mutex::new(Some(writer)),
             }),
         })
@@ -209,7 +212,7 @@ impl Link {
         let mut count = 0;
         // (table, key columns, sealed column, context from the key columns)
         type Context = fn(&[String]) -> String;
-        let columns: [(&str, &[&str], &str, Context); 6] = [
+        let columns: [(&str, &[&str], &str, Context); 7] = [
             ("link_apps", &["app_id"], "webhook_secret", |k| format!("app:{}:webhook-secret", k[0])),
             ("link_endpoints", &["endpoint_id"], "client_secret", |k| format!("endpoint:{}:client-secret", k[0])),
             ("link_endpoints", &["endpoint_id"], "private_key", |k| format!("endpoint:{}:private-key", k[0])),
@@ -217,6 +220,9 @@ impl Link {
             ("link_flows", &["state_hash"], "verifier", |k| format!("flow:{}:verifier", k[0])),
             ("link_job_parts", &["job_id", "connection_id", "part"], "body", |k| {
                 format!("job:{}:{}:{}", k[0], k[1], k[2])
+            }),
+            ("link_job_parts", &["job_id", "connection_id", "part"], "meta", |k| {
+                format!("job:{}:{}:{}:meta", k[0], k[1], k[2])
             }),
         ];
         for (table, keys, column, context) in columns {
@@ -259,6 +265,7 @@ impl Link {
             ("link_connections", "tokens"),
             ("link_flows", "verifier"),
             ("link_job_parts", "body"),
+            ("link_job_parts", "meta"),
         ] {
             let mut sql = self.db().sql();
             sql.push("SELECT ")

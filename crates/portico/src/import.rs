@@ -211,16 +211,22 @@ fn is_importable(path: &Path) -> bool {
     [".json", ".ndjson", ".json.gz", ".ndjson.gz"].iter().any(|ext| name.ends_with(ext))
 }
 
-fn read_file(path: &Path) -> Result<Vec<Value>, String> {
+/// A file's text, gunzipped when its name ends in `.gz`.
+pub fn read_text(path: &Path) -> Result<String, String> {
     let raw = std::fs::read(path).map_err(|e| e.to_string())?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let text = if name.ends_with(".gz") {
+    if name.ends_with(".gz") {
         let mut out = String::new();
         flate2::read::MultiGzDecoder::new(raw.as_slice()).read_to_string(&mut out).map_err(|e| format!("gzip: {e}"))?;
-        out
+        Ok(out)
     } else {
-        String::from_utf8(raw).map_err(|_| "not UTF-8 text".to_string())?
-    };
+        String::from_utf8(raw).map_err(|_| "not UTF-8 text".to_string())
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<Value>, String> {
+    let text = read_text(path)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     if name.trim_end_matches(".gz").ends_with(".ndjson") {
         let mut resources = Vec::new();
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {

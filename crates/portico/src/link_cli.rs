@@ -359,8 +359,16 @@ async fn rotate(db: &LinkDbArgs) -> Result<(), RunError> {
     Ok(())
 }
 
+/// mimalloc's `mi_option_purge_delay` (the same index in its v2 and v3 headers).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 /// `portico link serve`
 pub async fn serve(args: LinkServeArgs) -> Result<(), RunError> {
+    // A fan-out holds a burst of portal answers and frees them all at once; purging freed
+    // memory at once (not 10 ms later) keeps the process's resident memory near what it uses
+    // (measured: 130 → 74 MB peak in the 20-portal benchmark, same speed).
+    // SAFETY: sets an integer option of the allocator; it takes effect for later purges.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|source| RunError::Listen { addr: args.listen.clone(), source })?;

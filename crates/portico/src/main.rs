@@ -2,9 +2,11 @@
 
 mod admin;
 mod demo_accounts;
+mod demo_run;
 mod import;
 mod link_cli;
 mod run;
+mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +55,8 @@ enum Command {
     /// EHR launch contexts.
     #[command(subcommand)]
     Launch(admin::LaunchCommand),
+    /// Check FHIR R4 JSON files (resources, Bundles, NDJSON) against the R4 definitions.
+    Validate(validate::ValidateArgs),
     /// Link, the app developer's side: serve it, register apps, manage the directory and keys.
     #[command(subcommand)]
     Link(link_cli::LinkCommand),
@@ -115,6 +119,24 @@ pub struct DemoArgs {
     /// Generator seed (same seed, same data).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Serve the clinical portal only (no health plan, Link or sample aggregator).
+    #[arg(long)]
+    pub no_link: bool,
+    /// The health plan portal's address (default: the clinic's port + 1).
+    #[arg(long)]
+    pub plan_listen: Option<String>,
+    /// Link's address (default: the clinic's port + 10).
+    #[arg(long)]
+    pub link_listen: Option<String>,
+    /// The sample aggregator app's address (default: the clinic's port + 11).
+    #[arg(long)]
+    pub aggregator_listen: Option<String>,
+    /// The health plan's database (default: beside the clinic's SQLite file, `-plan.db`).
+    #[arg(long)]
+    pub plan_database_url: Option<String>,
+    /// Link's database (default: beside the clinic's SQLite file, `-link.db`).
+    #[arg(long)]
+    pub link_database_url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -139,7 +161,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => run::serve(args).await,
             Command::Import(args) => import::run(args).await.map(|_| ()),
-            Command::Demo(args) => run::demo(args).await,
+            Command::Demo(args) => demo_run::demo(args).await,
             Command::Client(c) => admin::client(c).await,
             Command::User(c) => admin::user(c).await,
             Command::Keys(c) => admin::keys(c).await,
@@ -148,6 +170,7 @@ fn main() -> ExitCode {
             Command::Token(c) => admin::token(c).await,
             Command::Launch(c) => admin::launch(c).await,
             Command::Link(c) => link_cli::run(c).await,
+            Command::Validate(args) => validate::run(args),
         }
     });
     match result {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use server::{AppState, ServerConfig};
 use store::{Store, StoreOptions, SystemClock};
 
-use crate::{DemoArgs, ServeArgs};
+use crate::ServeArgs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -92,7 +92,7 @@ pub fn read_config(path: Option<&std::path::Path>) -> Result<FileConfig, RunErro
     toml::from_str(&text).map_err(|e| RunError::Config(format!("{}: {e}", path.display())))
 }
 
-fn server_config(args: &ServeArgs, base_url: String) -> Result<ServerConfig, RunError> {
+pub fn server_config(args: &ServeArgs, base_url: String) -> Result<ServerConfig, RunError> {
     let file = read_config(args.db.config.as_deref())?;
     if args.dev_open_access {
         tracing::warn!(
@@ -129,58 +129,8 @@ pub async fn stop_requested() {
     tracing::info!("stopping: finishing the requests in flight and storing the audit trail");
 }
 
-pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
-    let mut serve_args = args.serve.clone();
-    if serve_args.db.database_url == "portico-data/portico.db" {
-        serve_args.db.database_url = "portico-data/demo.db".into();
-    }
-    let listener = tokio::net::TcpListener::bind(&serve_args.listen)
-        .await
-        .map_err(|source| RunError::Listen { addr: serve_args.listen.clone(), source })?;
-    let local = listener.local_addr().map_err(RunError::Serve)?;
-    let origin = format!("http://{local}");
-    let base_url = serve_args.base_url.clone().unwrap_or_else(|| format!("{origin}/fhir"));
-    let store = open_store(&serve_args.db, &base_url, serve_args.cache_mb).await?;
-
-    let data = demo::generate(&demo::DemoConfig { seed: args.seed, patients: args.patients });
-    let mut resources = Vec::new();
-    for bundle in data.bundles {
-        resources.extend(crate::import::resources_of_bundle(bundle).map_err(RunError::Import)?);
-    }
-    let count = resources.len();
-    let stats = store.import(resources).await?;
-    let accounts = data.accounts;
-    let mut config = server_config(&serve_args, base_url.clone())?;
-    config.demo_app = true;
-    let state = AppState::new(store, config).await.map_err(|e| RunError::Auth(e.to_string()))?;
-    let logins = crate::demo_accounts::ensure(&state.auth, &accounts, &origin).await?;
-    println!();
-    println!("Portico demo — {count} generated resources ({} new or changed), seed {}", stats.written, args.seed);
-    println!();
-    println!("  Try the sample app   {origin}/demo-app/");
-    println!("  Connected apps       {origin}/account/apps");
-    println!("  FHIR base URL        {base_url}");
-    println!("  SMART configuration  {base_url}/.well-known/smart-configuration");
-    println!("  CapabilityStatement  {base_url}/metadata");
-    println!("  Health               {origin}/healthz   {origin}/readyz");
-    println!("  Database             {}", redact(&serve_args.db.database_url));
-    println!();
-    println!("  Sign in as (password for all: {})", crate::demo_accounts::PASSWORD);
-    for login in &logins {
-        println!("    {:<10} {}", login.username, login.about);
-    }
-    println!();
-    println!(
-        "  The FHIR API needs an access token, e.g. from the sample app; the member is Patient/{}.",
-        accounts.member_patient_id
-    );
-    println!();
-    println!("Press Ctrl-C to stop.");
-    serve_on(listener, state).await
-}
-
 /// Never print a password from a database URL.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
         _ => url.to_string(),

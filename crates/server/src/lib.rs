@@ -2,6 +2,7 @@
 //! result; they hold no business rules.
 
 mod account;
+pub mod aggregator_demo;
 mod audit;
 pub mod config;
 mod demo_app;

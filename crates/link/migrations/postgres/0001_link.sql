@@ -129,7 +129,10 @@ CREATE TABLE link_job_parts (
     part TEXT NOT NULL,
     status TEXT NOT NULL,
     resources BIGINT NOT NULL DEFAULT 0,
+    -- Sealed: the entries as NDJSON ({"fullUrl", "resource"} per line), and beside them their
+    -- fullUrls and the Practitioner/Organization/Location/Medication references they make.
     body TEXT,
+    meta TEXT,
     error TEXT,
     finished_at BIGINT NOT NULL,
     PRIMARY KEY (job_id, connection_id, part)

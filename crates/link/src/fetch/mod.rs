@@ -2,6 +2,7 @@
 
 pub mod passthrough;
 pub mod portal_fhir;
+pub mod raw;
 pub mod request;
 pub mod run;
 

@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use super::raw::{Page, RawResource};
 use crate::connections::ConnectionRecord;
 use crate::directory::Endpoint;
 use crate::error::{LinkError, Result};
@@ -71,13 +72,14 @@ pub fn inside_base(base: &str, url: &str) -> bool {
 }
 
 impl Link {
-    /// GET a FHIR JSON document at the portal with the connection's token.
-    pub(crate) async fn portal_get(
+    /// GET a FHIR document at the portal with the connection's token: its body, checked for
+    /// nothing yet.
+    pub(crate) async fn portal_fetch(
         &self,
         record: &ConnectionRecord,
         endpoint: &Endpoint,
         url: &str,
-    ) -> Result<Value, PartError> {
+    ) -> Result<bytes::Bytes, PartError> {
         if !inside_base(&endpoint.fhir_base, url) {
             return Err(PartError::Portal(PortalError::Invalid(format!(
                 "a link outside the portal's FHIR base ({})",
@@ -87,12 +89,12 @@ impl Link {
         let token = self.access_token(&record.id).await?;
         let request = PortalRequest::get(url, EventKind::Request).bearer(&token.token);
         match self.portals().send(&endpoint.id, &request).await {
-            Ok(r) => Ok(r.json()?),
+            Ok(r) => Ok(r.body),
             Err(PortalError::Unauthorized) => {
                 let fresh = self.replace_token(&record.id, token.generation).await?;
                 let request = PortalRequest::get(url, EventKind::Request).bearer(&fresh.token);
                 match self.portals().send(&endpoint.id, &request).await {
-                    Ok(r) => Ok(r.json()?),
+                    Ok(r) => Ok(r.body),
                     Err(PortalError::Unauthorized) => {
                         self.require_reauthorization(record, "the portal refuses a freshly refreshed token").await?;
                         Err(PartError::Reauthorize)
@@ -104,6 +106,29 @@ impl Link {
         }
     }
 
+    /// GET a FHIR JSON document as a value tree (the pass-through).
+    pub(crate) async fn portal_get(
+        &self,
+        record: &ConnectionRecord,
+        endpoint: &Endpoint,
+        url: &str,
+    ) -> Result<Value, PartError> {
+        let body = self.portal_fetch(record, endpoint, url).await?;
+        serde_json::from_slice(&body).map_err(|e| PartError::Portal(PortalError::InvalidJson(e.to_string())))
+    }
+
+    /// Read one resource.
+    pub(crate) async fn portal_read(
+        &self,
+        record: &ConnectionRecord,
+        endpoint: &Endpoint,
+        url: &str,
+    ) -> Result<RawResource, PartError> {
+        let body = self.portal_fetch(record, endpoint, url).await?;
+        let text = std::str::from_utf8(&body).map_err(|_| PortalError::InvalidJson("not UTF-8".into()))?;
+        RawResource::parse(text).map_err(|e| PartError::Portal(PortalError::InvalidJson(e.to_string())))
+    }
+
     /// A search, following `next` links (inside the base only, at most `max_pages`). Returns the
     /// resources of every page, OperationOutcome entries left out.
     pub(crate) async fn portal_search(
@@ -111,34 +136,31 @@ impl Link {
         record: &ConnectionRecord,
         endpoint: &Endpoint,
         first: String,
-    ) -> Result<Vec<Value>, PartError> {
+    ) -> Result<Vec<RawResource>, PartError> {
         let mut url = first;
         let mut out = Vec::new();
         let mut seen_urls = std::collections::HashSet::new();
         for _ in 0..self.portals().limits().max_pages.max(1) {
-            let bundle = self.portal_get(record, endpoint, &url).await?;
-            if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+            let body = self.portal_fetch(record, endpoint, &url).await?;
+            let page: Page = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => PortalError::Invalid(format!("not a Bundle: {e}")),
+                _ => PortalError::InvalidJson(e.to_string()),
+            })?;
+            if page.resource_type.as_deref() != Some("Bundle") {
                 return Err(PortalError::Invalid("a search answered with something other than a Bundle".into()).into());
             }
-            for entry in bundle.get("entry").and_then(Value::as_array).into_iter().flatten() {
-                if entry.get("search").and_then(|s| s.get("mode")).and_then(Value::as_str) == Some("outcome") {
+            for entry in &page.entry {
+                if entry.search.as_ref().and_then(|s| s.mode.as_deref()) == Some("outcome") {
                     continue;
                 }
-                if let Some(resource) = entry.get("resource") {
-                    if resource.get("resourceType").and_then(Value::as_str) != Some("OperationOutcome") {
-                        out.push(resource.clone());
-                    }
+                let Some(raw) = &entry.resource else { continue };
+                let resource = RawResource::parse(raw.get())
+                    .map_err(|_| PortalError::Invalid("an entry's resource is not a JSON object".into()))?;
+                if resource.resource_type().as_deref() != Some("OperationOutcome") {
+                    out.push(resource);
                 }
             }
-            let next = bundle
-                .get("link")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
-                .and_then(|l| l.get("url"))
-                .and_then(Value::as_str);
-            match next {
+            match page.next() {
                 Some(n) if seen_urls.insert(n.to_owned()) => url = n.to_owned(),
                 Some(_) => return Err(PortalError::Invalid("the search's next link repeats".into()).into()),
                 None => return Ok(out),

@@ -231,10 +231,15 @@ impl FetchPlan {
 
     /// Does a resource of `group` fall inside the window? (Patients always do.)
     pub fn keeps(&self, group: Group, resource: &Value) -> bool {
-        if group == Group::Patient || !self.has_dates() {
-            return !(self.exclude_undated && group != Group::Patient && date_of(group, resource).is_none());
+        self.keeps_dated(group, date_of(group, resource))
+    }
+
+    /// [`FetchPlan::keeps`] for a resource whose group date is `date`.
+    pub fn keeps_dated(&self, group: Group, date: Option<fhir::datetime::DateRange>) -> bool {
+        if group == Group::Patient {
+            return true;
         }
-        match date_of(group, resource) {
+        match date {
             None => !self.exclude_undated,
             Some(range) => {
                 self.from_ms.is_none_or(|from| range.end > from) && self.to_ms.is_none_or(|to| range.start < to)

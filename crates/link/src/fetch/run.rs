@@ -7,9 +7,10 @@
 use std::collections::{BTreeSet, HashSet};
 
 use futures::StreamExt as _;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::portal_fhir::PartError;
+use super::raw::RawResource;
 use super::request::{FetchPlan, Group};
 use crate::connections::{ConnectionRecord, ACTIVE};
 use crate::db::{Col, RowExt};
@@ -33,12 +34,35 @@ fn part_context(job: &JobId, connection: &ConnectionId, part: &str) -> String {
     format!("job:{job}:{connection}:{part}")
 }
 
+fn meta_context(job: &JobId, connection: &ConnectionId, part: &str) -> String {
+    format!("job:{job}:{connection}:{part}:meta")
+}
+
+/// Beside a part's entries: their fullUrls (in order) and the references they make.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PartMeta {
+    keys: Vec<String>,
+    refs: Vec<String>,
+}
+
+/// The parts of a synchronous fetch, kept in memory only: its result goes out in the answer,
+/// and records are not written to the database when nothing will read them there again.
+#[derive(Debug, Default)]
+pub(crate) struct Collector {
+    parts: std::sync::Mutex<Vec<(ConnectionId, String, PartMeta, String)>>,
+}
+
 /// Is the portal's FHIR version one Link reads as R4?
 fn r4(version: Option<&str>) -> bool {
     version.is_none_or(|v| v.starts_with("4."))
 }
 
 impl Link {
+    /// The in-memory collector of a synchronous fetch running in this process.
+    pub(crate) fn collector(&self, job: &JobId) -> Option<std::sync::Arc<Collector>> {
+        self.inner.collectors.lock().unwrap_or_else(|p| p.into_inner()).get(job).cloned()
+    }
+
     /// Run what is left of one connection's share of a job.
     pub(crate) async fn fetch_connection(
         &self,
@@ -85,8 +109,8 @@ impl Link {
             stored?;
         }
         if !done.contains(PART_REFERENCES) {
-            let have = self.part_resources(job, connection).await?;
-            let outcome = self.fetch_references(&record, &endpoint, &have).await;
+            let wanted = self.wanted_references(job, connection, &endpoint.fhir_base).await?;
+            let outcome = self.fetch_references(&record, &endpoint, wanted).await;
             self.store_part(job, connection, &endpoint.fhir_base, PART_REFERENCES, outcome).await?;
         }
         self.touch_fetched(connection).await?;
@@ -100,25 +124,23 @@ impl Link {
         discovery: &Discovery,
         plan: &FetchPlan,
         part: &str,
-    ) -> std::result::Result<Vec<Value>, PartError> {
+    ) -> std::result::Result<Vec<RawResource>, PartError> {
         let base = &endpoint.fhir_base;
         let patient = record.patient_id.clone().unwrap_or_default();
         if part == PART_EVERYTHING {
             let found = self.portal_search(record, endpoint, format!("{base}/Patient/{patient}/$everything")).await?;
             return Ok(found
                 .into_iter()
-                .filter(|r| match Group::of(r) {
-                    Some(g) => plan.groups.contains(&g) && plan.keeps(g, r),
-                    None => {
-                        r.get("resourceType").and_then(Value::as_str).is_some_and(|t| REFERENCED_TYPES.contains(&t))
-                    }
+                .filter(|r| match r.group() {
+                    Some(g) => plan.groups.contains(&g) && plan.keeps_dated(g, r.date(g)),
+                    None => r.resource_type().is_some_and(|t| REFERENCED_TYPES.contains(&t.as_str())),
                 })
                 .collect());
         }
         let Some(group) = Group::parse(part) else { return Ok(Vec::new()) };
         if group == Group::Patient {
-            let patient = self.portal_get(record, endpoint, &format!("{base}/Patient/{patient}")).await?;
-            if patient.get("resourceType").and_then(Value::as_str) != Some("Patient") {
+            let patient = self.portal_read(record, endpoint, &format!("{base}/Patient/{patient}")).await?;
+            if patient.resource_type().as_deref() != Some("Patient") {
                 return Err(PortalError::Invalid("a read of the Patient answered with something else".into()).into());
             }
             return Ok(vec![patient]);
@@ -129,33 +151,24 @@ impl Link {
         // Portals ignore what they do not know: the group and the window are checked here too.
         Ok(found
             .into_iter()
-            .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some(t))
-            .filter(|r| group.narrowing().is_none() || Group::of(r) == Some(group))
-            .filter(|r| plan.keeps(group, r))
+            .filter(|r| r.resource_type().as_deref() == Some(t))
+            .filter(|r| group.narrowing().is_none() || r.group() == Some(group))
+            .filter(|r| plan.keeps_dated(group, r.date(group)))
             .collect())
     }
 
-    /// Fetch, once each, the referenced resources of the listed types the result lacks.
+    /// Fetch, once each, the referenced resources (`Type/id`) the result lacks.
     async fn fetch_references(
         &self,
         record: &ConnectionRecord,
         endpoint: &Endpoint,
-        have: &[Value],
-    ) -> std::result::Result<Vec<Value>, PartError> {
-        let present: HashSet<String> = have
-            .iter()
-            .filter_map(|r| Some(format!("{}/{}", r.get("resourceType")?.as_str()?, r.get("id")?.as_str()?)))
-            .collect();
-        let mut wanted = BTreeSet::new();
-        for r in have {
-            collect_references(r, &endpoint.fhir_base, &mut wanted);
-        }
-        wanted.retain(|key| !present.contains(key));
+        wanted: BTreeSet<String>,
+    ) -> std::result::Result<Vec<RawResource>, PartError> {
         let base = endpoint.fhir_base.clone();
         let reads = futures::stream::iter(wanted.into_iter().map(|key| {
             let url = format!("{base}/{key}");
             async move {
-                match self.portal_get(record, endpoint, &url).await {
+                match self.portal_read(record, endpoint, &url).await {
                     Ok(v) => Ok(Some(v)),
                     // A reference the portal cannot resolve (deleted, not shared) is not a failure.
                     Err(PartError::Portal(PortalError::Status { status: 403 | 404 | 410, .. })) => Ok(None),
@@ -184,24 +197,100 @@ impl Link {
         Ok(db.rows(&sql, &[Col::Text]).await?.into_iter().filter_map(|mut r| r.take_text(0)).collect())
     }
 
-    /// The resources stored so far for a connection's share of a job.
-    pub(crate) async fn part_resources(&self, job: &JobId, connection: &ConnectionId) -> Result<Vec<Value>> {
+    /// The references the stored parts make to [`REFERENCED_TYPES`] that they do not resolve
+    /// themselves.
+    async fn wanted_references(&self, job: &JobId, connection: &ConnectionId, base: &str) -> Result<BTreeSet<String>> {
+        let mut wanted = BTreeSet::new();
+        let mut present = HashSet::new();
+        let metas = match self.collector(job) {
+            Some(c) => c
+                .parts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(conn, ..)| conn == connection)
+                .map(|(_, _, meta, _)| meta.clone())
+                .collect(),
+            None => self.part_metas(job, connection).await?,
+        };
+        for meta in metas {
+            wanted.extend(meta.refs);
+            for key in meta.keys {
+                if let Some(relative) = key.strip_prefix(base) {
+                    present.insert(relative.trim_start_matches('/').to_owned());
+                }
+            }
+        }
+        wanted.retain(|k| !present.contains(k));
+        Ok(wanted)
+    }
+
+    async fn part_metas(&self, job: &JobId, connection: &ConnectionId) -> Result<Vec<PartMeta>> {
         let db = self.db();
         let mut sql = db.sql();
-        sql.push("SELECT part, body FROM link_job_parts WHERE job_id = ")
+        sql.push("SELECT part, meta FROM link_job_parts WHERE job_id = ")
+            .bind(job.as_str())
+            .push(" AND connection_id = ")
+            .bind(connection.as_str())
+            .push(" AND meta IS NOT NULL ORDER BY part");
+        let mut out = Vec::new();
+        for row in db.rows(&sql, &[Col::Text, Col::Text]).await? {
+            let (Some(part), Some(meta)) = (row.text(0), row.text(1)) else { continue };
+            let text = self.vault().open_string(&meta_context(job, connection, part), meta)?;
+            out.push(
+                serde_json::from_str(&text).map_err(|_| crate::error::LinkError::Vault("damaged part index".into()))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Visit every stored entry of a connection's share of a job, part by part: its fullUrl and
+    /// its JSON text (`{"fullUrl", "resource"}`), without parsing it.
+    pub(crate) async fn visit_entries(
+        &self,
+        job: &JobId,
+        connection: &ConnectionId,
+        mut visit: impl FnMut(&str, &str),
+    ) -> Result<()> {
+        if let Some(collector) = self.collector(job) {
+            let mut parts = collector.parts.lock().unwrap_or_else(|p| p.into_inner());
+            parts.sort_by(|a, b| a.1.cmp(&b.1));
+            for (_, _, meta, body) in parts.iter().filter(|(conn, ..)| conn == connection) {
+                for (key, line) in meta.keys.iter().zip(body.lines()) {
+                    visit(key, line);
+                }
+            }
+            return Ok(());
+        }
+        let db = self.db();
+        let mut sql = db.sql();
+        sql.push("SELECT part FROM link_job_parts WHERE job_id = ")
             .bind(job.as_str())
             .push(" AND connection_id = ")
             .bind(connection.as_str())
             .push(" AND body IS NOT NULL ORDER BY part");
-        let mut out = Vec::new();
-        for row in db.rows(&sql, &[Col::Text, Col::Text]).await? {
-            let (Some(part), Some(body)) = (row.text(0), row.text(1)) else { continue };
-            let text = self.vault().open_string(&part_context(job, connection, part), body)?;
-            if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&text) {
-                out.extend(items);
+        let parts: Vec<String> =
+            db.rows(&sql, &[Col::Text]).await?.into_iter().filter_map(|mut r| r.take_text(0)).collect();
+        // One part in memory at a time.
+        for part in parts {
+            let mut sql = db.sql();
+            sql.push("SELECT body, meta FROM link_job_parts WHERE job_id = ")
+                .bind(job.as_str())
+                .push(" AND connection_id = ")
+                .bind(connection.as_str())
+                .push(" AND part = ")
+                .bind(part.as_str());
+            let Some(row) = db.rows(&sql, &[Col::Text, Col::Text]).await?.into_iter().next() else { continue };
+            let (Some(body), Some(meta)) = (row.text(0), row.text(1)) else { continue };
+            let meta: PartMeta =
+                serde_json::from_str(&self.vault().open_string(&meta_context(job, connection, &part), meta)?)
+                    .map_err(|_| crate::error::LinkError::Vault("damaged part index".into()))?;
+            let body = self.vault().open_string(&part_context(job, connection, &part), body)?;
+            for (key, line) in meta.keys.iter().zip(body.lines()) {
+                visit(key, line);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     async fn store_part(
@@ -210,26 +299,53 @@ impl Link {
         connection: &ConnectionId,
         fhir_base: &str,
         part: &str,
-        outcome: std::result::Result<Vec<Value>, PartError>,
+        outcome: std::result::Result<Vec<RawResource>, PartError>,
     ) -> Result<()> {
         let resources = match outcome {
             Ok(r) => r,
             Err(e) => return self.store_part_error(job, connection, part, &e).await,
         };
-        let endpoint = self.connection_record(connection).await?.map(|c| c.endpoint);
-        let mut kept = Vec::with_capacity(resources.len());
+        let endpoint = self.connection_record(connection).await?.map(|c| c.endpoint.to_string());
+        let mut meta = PartMeta::default();
+        let mut body = String::new();
+        let mut refs = BTreeSet::new();
         for mut r in resources {
-            if !well_formed(&r) {
+            if !r.well_formed() {
                 continue;
             }
             if let Some(endpoint) = &endpoint {
-                tag_source(&mut r, fhir_base, endpoint.as_str());
+                r.tag_source(fhir_base, ENDPOINT_TAG_SYSTEM, endpoint.as_str());
             }
-            kept.push(r);
+            for reference in r.references() {
+                if let Some(key) = reference_key(&reference, fhir_base) {
+                    refs.insert(key);
+                }
+            }
+            let key = format!("{fhir_base}/{}/{}", r.resource_type().unwrap_or_default(), r.id().unwrap_or_default());
+            body.push_str("{\"fullUrl\":");
+            body.push_str(&serde_json::to_string(&key).unwrap_or_default());
+            body.push_str(",\"resource\":");
+            body.push_str(&r.to_text());
+            body.push_str("}\n");
+            meta.keys.push(key);
         }
-        let body =
-            self.vault().seal_str(&part_context(job, connection, part), &Value::Array(kept.clone()).to_string())?;
-        self.insert_part(job, connection, part, "done", kept.len() as i64, Some(body), None).await
+        meta.refs = refs.into_iter().collect();
+        let count = meta.keys.len() as i64;
+        if let Some(collector) = self.collector(job) {
+            self.insert_part(job, connection, part, "done", count, None, None).await?;
+            collector.parts.lock().unwrap_or_else(|p| p.into_inner()).push((
+                connection.clone(),
+                part.to_owned(),
+                meta,
+                body,
+            ));
+            return Ok(());
+        }
+        let sealed_body = self.vault().seal_str(&part_context(job, connection, part), &body)?;
+        let sealed_meta = self
+            .vault()
+            .seal_str(&meta_context(job, connection, part), &serde_json::to_string(&meta).unwrap_or_default())?;
+        self.insert_part(job, connection, part, "done", count, Some((sealed_body, sealed_meta)), None).await
     }
 
     async fn store_part_error(
@@ -252,12 +368,19 @@ impl Link {
         part: &str,
         status: &str,
         count: i64,
-        body: Option<String>,
+        body: Option<(String, String)>,
         error: Option<String>,
     ) -> Result<()> {
+        let (body, meta) = match body {
+            Some((b, m)) => (Some(b), Some(m)),
+            None => (None, None),
+        };
         let db = self.db();
         let mut sql = db.sql();
-        sql.push("INSERT INTO link_job_parts (job_id, connection_id, part, status, resources, body, error, finished_at) VALUES (")
+        sql.push(
+            "INSERT INTO link_job_parts (job_id, connection_id, part, status, resources, body, meta, error, finished_at) \
+             VALUES (",
+        )
             .bind(job.as_str())
             .push(", ")
             .bind(connection.as_str())
@@ -269,6 +392,8 @@ impl Link {
             .bind(count)
             .push(", ")
             .bind(body)
+            .push(", ")
+            .bind(meta)
             .push(", ")
             .bind(error)
             .push(", ")
@@ -306,54 +431,6 @@ fn search_query(group: Group, discovery: &Discovery, plan: &FetchPlan, patient: 
     query.finish()
 }
 
-/// A resource Link passes on: an object with an R4 resource type and a valid id.
-fn well_formed(r: &Value) -> bool {
-    let t = r.get("resourceType").and_then(Value::as_str).unwrap_or_default();
-    let id = r.get("id").and_then(Value::as_str).unwrap_or_default();
-    fhir::Registry::r4().is_resource_type(t) && fhir::search::is_valid_id(id)
-}
-
-/// Say where a resource came from: `meta.source` is the portal's FHIR base, and a tag names the
-/// directory endpoint.
-fn tag_source(r: &mut Value, fhir_base: &str, endpoint: &str) {
-    let Some(obj) = r.as_object_mut() else { return };
-    let meta = obj.entry("meta").or_insert_with(|| json!({}));
-    if !meta.is_object() {
-        *meta = json!({});
-    }
-    meta["source"] = json!(fhir_base);
-    let tags = meta.as_object_mut().and_then(|m| {
-        let t = m.entry("tag").or_insert_with(|| json!([]));
-        if !t.is_array() {
-            *t = json!([]);
-        }
-        t.as_array_mut()
-    });
-    if let Some(tags) = tags {
-        tags.retain(|t| t.get("system").and_then(Value::as_str) != Some(ENDPOINT_TAG_SYSTEM));
-        tags.push(json!({"system": ENDPOINT_TAG_SYSTEM, "code": endpoint}));
-    }
-}
-
-/// Every `reference` in a resource to one of [`REFERENCED_TYPES`] at this portal, as `Type/id`.
-pub fn collect_references(value: &Value, base: &str, into: &mut BTreeSet<String>) {
-    match value {
-        Value::Object(map) => {
-            for (k, v) in map {
-                if k == "reference" {
-                    if let Some(key) = v.as_str().and_then(|r| reference_key(r, base)) {
-                        into.insert(key);
-                    }
-                } else {
-                    collect_references(v, base, into);
-                }
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|v| collect_references(v, base, into)),
-        _ => {}
-    }
-}
-
 fn reference_key(reference: &str, base: &str) -> Option<String> {
     let relative = match reference.strip_prefix(base) {
         Some(rest) => rest.trim_start_matches('/'),
@@ -375,31 +452,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn references_are_found_and_limited_to_the_portal() {
+    fn references_are_limited_to_the_portal_and_the_listed_types() {
         let base = "https://p.example/fhir";
-        let r = json!({"resourceType": "Encounter", "participant": [{"individual": {"reference": "Practitioner/a"}}],
-            "serviceProvider": {"reference": "https://p.example/fhir/Organization/o1"},
-            "location": [{"location": {"reference": "Location/l1/_history/2"}}],
-            "subject": {"reference": "Patient/p"},
-            "other": [{"reference": "https://elsewhere.example/fhir/Practitioner/x"}, {"reference": "#contained"},
-                      {"reference": "Practitioner/bad id"}]});
-        let mut found = BTreeSet::new();
-        collect_references(&r, base, &mut found);
-        assert_eq!(found.into_iter().collect::<Vec<_>>(), vec!["Location/l1", "Organization/o1", "Practitioner/a"]);
-    }
-
-    #[test]
-    fn sources_are_tagged_once() {
-        let mut r = json!({"resourceType": "Condition", "id": "c", "meta": {"tag": [{"system": "x", "code": "y"}]}});
-        tag_source(&mut r, "https://p/fhir", "ep_1");
-        tag_source(&mut r, "https://p/fhir", "ep_1");
-        assert_eq!(r["meta"]["source"], "https://p/fhir");
-        assert_eq!(r["meta"]["tag"].as_array().unwrap().len(), 2);
-        let mut odd = json!({"resourceType": "Condition", "id": "c", "meta": "nonsense"});
-        tag_source(&mut odd, "https://p/fhir", "ep_1");
-        assert_eq!(odd["meta"]["tag"][0]["code"], "ep_1");
-        assert!(well_formed(&json!({"resourceType": "Condition", "id": "c"})));
-        assert!(!well_formed(&json!({"resourceType": "Nonsense", "id": "c"})));
-        assert!(!well_formed(&json!({"resourceType": "Condition", "id": "c c"})));
+        let keys: Vec<Option<String>> = [
+            "Practitioner/a",
+            "https://p.example/fhir/Organization/o1",
+            "Location/l1/_history/2",
+            "Patient/p",
+            "https://elsewhere.example/fhir/Practitioner/x",
+            "#contained",
+            "urn:uuid:1",
+            "Practitioner/bad id",
+        ]
+        .iter()
+        .map(|r| reference_key(r, base))
+        .collect();
+        assert_eq!(
+            keys,
+            vec![
+                Some("Practitioner/a".into()),
+                Some("Organization/o1".into()),
+                Some("Location/l1".into()),
+                None,
+                None,
+                None,
+                None,
+                None
+            ]
+        );
     }
 }

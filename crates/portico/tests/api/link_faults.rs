@@ -125,6 +125,9 @@ async fn failing_portals_end_only_their_part(backend: Backend) {
     let failing_ep = directory.as_array().unwrap().iter().find(|e| e["name"] == "failing").unwrap();
     assert!(failing_ep["health"]["errorRate24h"].as_f64().unwrap() > 0.0, "{failing_ep}");
     assert_ne!(failing_ep["status"], "active", "{failing_ep}");
+    let failing_id = failing_ep["id"].as_str().unwrap();
+    let changed = hooks.wait_for("endpoint.status_changed", |d| d["endpointId"] == failing_id).await;
+    assert_eq!(changed.body["data"]["previousStatus"], "active", "{:?}", changed.body);
     let healthy = directory.as_array().unwrap().iter().find(|e| e["name"] == "Clinic").unwrap();
     assert_eq!(healthy["status"], "active", "{healthy}");
     assert!(healthy["health"]["medianResponseMs"].as_i64().is_some(), "{healthy}");
@@ -164,7 +167,8 @@ async fn duplicates_rates_and_webhook_retries(backend: Backend) {
     assert!(headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
 
     link.wait_job(&key, &job).await;
-    let refused = hooks.wait_for("fetch.completed", |d| d["transactionId"] == job.as_str()).await;
+    hooks.wait_for("fetch.completed", |d| d["transactionId"] == job.as_str()).await;
+    let refused = hooks.all().into_iter().find(|r| r.refused).expect("the first delivery was refused");
     // Past the first retry delay (on Link's clock) the event is sent again, with the same id.
     link.clock.advance(5);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -358,4 +362,49 @@ async fn a_killed_link_finishes_its_job(backend: Backend) {
     if let Some(name) = pg {
         let _ = crate::harness::drop_database(&name).await;
     }
+}
+
+both_backends!(two_links_share_the_jobs);
+
+/// Two Link processes on one database: every job runs once (claimed under `SKIP LOCKED` on
+/// PostgreSQL, by the single writer on SQLite).
+async fn two_links_share_the_jobs(backend: Backend) {
+    let Some(link) = LinkServer::start(backend, |_| {}).await else { return };
+    let second = {
+        let vault = link::vault::Vault::from_keys(&[link.key]).unwrap();
+        link::Link::open(&link.database_url, link.link.config().clone(), vault, link.clock.clone()).await.unwrap()
+    };
+    let second_workers = second.start_workers();
+    let app = link.app(None).await;
+    let key = app.secret_key.clone();
+    let fake = FakePortal::start(Mode::Healthy).await;
+    let connection = connect_fake(&link, &key, &app.app.app_id, "fake", &fake, "pat").await;
+    fake.set(Mode::Delayed(100));
+    let groups = ["Patient", "Labs", "Vitals", "Condition", "Immunization", "Coverage", "Procedure", "CarePlan"];
+    let mut jobs = Vec::new();
+    for g in groups {
+        let (status, _, body) = link
+            .call_with(
+                &key,
+                Method::POST,
+                &format!("/link/v1/connections/{connection}/fetch"),
+                Some(json!({"resources": [g]})),
+                &[("prefer", "respond-async")],
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        jobs.push(body["transactionId"].as_str().unwrap().to_owned());
+    }
+    for job in &jobs {
+        let finished = link.wait_job(&key, job).await;
+        assert_eq!(finished["status"], "done", "{finished}");
+        assert_eq!(finished["attempts"], 1, "each job was taken up once: {finished}");
+        assert_eq!(
+            finished["progress"][0]["parts"].as_array().unwrap().len(),
+            2,
+            "its group and the references, once each"
+        );
+    }
+    second_workers.abort();
+    second.close().await;
 }

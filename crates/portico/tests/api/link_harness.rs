@@ -567,6 +567,8 @@ fn fake_record(path: &str) -> Response {
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// This delivery was answered with 500 (see `refuse_next`).
+    pub refused: bool,
     pub id: String,
     pub timestamp: String,
     pub signature: String,
@@ -636,6 +638,7 @@ async fn receive(State(s): State<ReceiverState>, headers: HeaderMap, body: Strin
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let refused = s.refuse_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     s.got.lock().unwrap().push(Received {
+        refused,
         id: header("webhook-id"),
         timestamp: header("webhook-timestamp"),
         signature: header("webhook-signature"),

@@ -108,9 +108,40 @@ async fn tokens_are_sealed_and_keys_rotate(backend: Backend) {
     let back = login_at_fake(&Browser::new(), &connect_url(&link, &ep, &app.app.app_id, "s", Some("p"))).await;
     let connection = redeem(&link, &key, &back).await;
     let id = connection["connectionId"].as_str().unwrap().to_owned();
-    let (status, _, bundle) = link.call(&key, Method::POST, &format!("/link/v1/connections/{id}/fetch"), None).await;
+    let (status, headers, bundle) =
+        link.call(&key, Method::POST, &format!("/link/v1/connections/{id}/fetch"), None).await;
     assert_eq!(status, 200, "{bundle}");
     assert!(bundle.to_string().contains("fimm"), "{bundle}");
+    // A synchronous fetch's result was its answer: it is not kept.
+    let sync_job = headers["link-transaction-id"].to_str().unwrap().to_owned();
+    let (status, body) = link.get(&key, &format!("/link/v1/jobs/{sync_job}/result")).await;
+    assert_eq!(status, 410, "{body}");
+    // An asynchronous one keeps its result (sealed) until it expires.
+    let (status, _, started) = link
+        .call_with(
+            &key,
+            Method::POST,
+            &format!("/link/v1/connections/{id}/fetch"),
+            Some(json!({"resources": ["Immunization"]})),
+            &[("prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(status, 202);
+    let job = started["transactionId"].as_str().unwrap();
+    assert_eq!(link.wait_job(&key, job).await["status"], "done");
+    let (status, kept) = link.get(&key, &format!("/link/v1/jobs/{job}/result")).await;
+    assert_eq!(status, 200);
+    assert!(kept.to_string().contains("fimm"), "{kept}");
+    // A synchronous fetch whose request went away is not run in the background: once its lease
+    // has run out it ends failed.
+    let abandoned = link
+        .link
+        .start_fetch(&app.app.app_id, &link::jobs::Target::Connection(id.parse().unwrap()), Default::default(), true)
+        .await
+        .expect("a claimed synchronous job");
+    link.clock.advance(5);
+    let ended = link.wait_job(&key, abandoned.job.as_str()).await;
+    assert_eq!(ended["status"], "failed", "{ended}");
 
     assert_eq!(fake.token_hits.load(std::sync::atomic::Ordering::SeqCst), 1, "one code exchange, no refresh needed");
     let issued = fake.issued.lock().unwrap().clone();
@@ -147,6 +178,7 @@ async fn tokens_are_sealed_and_keys_rotate(backend: Backend) {
     let target = link::jobs::Target::Connection(id.parse().unwrap());
     let with_new = open(vec![new_key]).await;
     let (_, status, bundle) = with_new.fetch_now(&app_id, &target, Default::default()).await.unwrap();
+    let bundle: serde_json::Value = serde_json::from_str(&bundle).unwrap();
     assert_eq!(status, link::jobs::JobStatus::Done, "{bundle}");
     with_new.close().await;
     let with_old = open(vec![link.key]).await;

@@ -12,6 +12,7 @@ mod errors;
 mod fixtures;
 mod hostile;
 mod link;
+mod link_cli;
 mod link_faults;
 mod link_security;
 mod link_vault;

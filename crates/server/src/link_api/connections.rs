@@ -23,7 +23,11 @@ fn job_id(text: &str) -> Result<JobId, ApiError> {
 }
 
 fn fhir_json(status: StatusCode, value: &Value) -> Response {
-    let mut r = (status, value.to_string()).into_response();
+    fhir_text(status, value.to_string())
+}
+
+fn fhir_text(status: StatusCode, text: String) -> Response {
+    let mut r = (status, text).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+json"));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -112,9 +116,10 @@ async fn fetch(
         }
         return Ok(r);
     }
-    let (job, status, bundle) = state.link.fetch_now(&app, &target, request).await?;
+    let (job, status, text) = state.link.fetch_now(&app, &target, request).await?;
     let mut r = if status == JobStatus::Failed {
         // Nothing came back: the OperationOutcomes say why.
+        let bundle: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let issues: Vec<Value> = bundle["entry"]
             .as_array()
             .into_iter()
@@ -124,7 +129,7 @@ async fn fetch(
             .collect();
         fhir_json(StatusCode::BAD_GATEWAY, &json!({"resourceType": "OperationOutcome", "issue": issues}))
     } else {
-        fhir_json(StatusCode::OK, &bundle)
+        fhir_text(StatusCode::OK, text)
     };
     if let Ok(v) = HeaderValue::from_str(job.as_str()) {
         r.headers_mut().insert("link-transaction-id", v);
@@ -178,7 +183,7 @@ pub async fn job_result(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
-    Ok(fhir_json(StatusCode::OK, &state.link.job_result(&app, &id).await?))
+    Ok(fhir_text(StatusCode::OK, state.link.job_result(&app, &id).await?))
 }
 
 /// `GET /link/v1/connections/{id}/fhir/{type}[/{id}][?params]`
