@@ -120,6 +120,7 @@ impl Link {
             None => None,
         };
         let id = existing.clone().unwrap_or_else(ConnectionId::generate);
+        self.forget_token(&id);
         let tokens =
             PortalTokens { access_token: answer.access_token.clone(), refresh_token: answer.refresh_token.clone() };
         let sealed =
@@ -238,6 +239,7 @@ impl Link {
     /// forget the tokens. The app hears `connection.revoked`.
     pub async fn revoke_connection(&self, app: &AppId, id: &ConnectionId) -> Result<ConnectionView> {
         let record = self.app_connection(app, id).await?;
+        self.forget_token(id);
         if let (Some(tokens), Some(endpoint)) = (self.open_tokens(&record)?, self.endpoint(&record.endpoint).await?) {
             // The refresh token first: revoking it ends the grant at portals like Portico.
             let mut candidates = Vec::new();
@@ -276,6 +278,7 @@ impl Link {
 
     /// Mark a connection as needing the person's sign-in again, and tell the app (once).
     pub(crate) async fn require_reauthorization(&self, record: &ConnectionRecord, why: &str) -> Result<()> {
+        self.forget_token(&record.id);
         let now = self.now_ms();
         let db = self.db();
         let mut tx = db.begin().await?;

@@ -573,7 +573,7 @@ impl Link {
     /// fan-out over many portals holds one copy of its result, not a tree of it).
     async fn result_bundle(&self, job: &JobId, spec: &JobSpec) -> Result<String> {
         let now = self.now_ms();
-        let mut out = String::with_capacity(64 * 1024);
+        let mut out = String::with_capacity(self.collector(job).map_or(64 * 1024, |c| c.total_len() + 4096));
         out.push_str(
             &json!({"resourceType": "Bundle", "id": job.as_str().replace('_', "-"),
                 "meta": {"lastUpdated": store::clock::instant_text(now)}, "type": "collection",

@@ -56,6 +56,7 @@ struct Inner {
     job_wake: tokio::sync::Notify,
     outbox_wake: tokio::sync::Notify,
     refresh_locks: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
+    token_cache: Mutex<HashMap<ConnectionId, refresh::CachedToken>>,
     rates: Mutex<HashMap<AppId, (f64, Instant)>>,
     /// Synchronous fetches running here: their parts stay in memory.
     collectors: Mutex<HashMap<ids::JobId, Arc<fetch::run::Collector>>>,
@@ -109,6 +110,7 @@ impl Link {
                 job_wake: tokio::sync::Notify::new(),
                 outbox_wake: tokio::sync::Notify::new(),
                 refresh_locks: Mutex::default(),
+                token_cache: Mutex::default(),
                 rates: Mutex::default(),
                 collectors: Mutex::default(),
                 health_writer: Mutex::new(Some(writer)),

@@ -36,16 +36,58 @@ enum Want {
     Replace(i64),
 }
 
+/// A token this process read or obtained recently, so that the requests of a fetch do not each
+/// read and decrypt the connection (kept briefly: another process may change the connection).
+#[derive(Debug, Clone)]
+pub(crate) struct CachedToken {
+    token: AccessToken,
+    refresh_at: Option<i64>,
+    cached_at: std::time::Instant,
+}
+
+const TOKEN_CACHE: Duration = Duration::from_secs(15);
+
 impl Link {
     /// The connection's access token, refreshed first when it is about to expire.
     pub(crate) async fn access_token(&self, id: &ConnectionId) -> Result<AccessToken> {
+        let now = self.now_ms();
+        let cached = self.inner.token_cache.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned();
+        if let Some(c) = cached {
+            if c.cached_at.elapsed() < TOKEN_CACHE && c.refresh_at.is_none_or(|at| at > now) {
+                return Ok(c.token);
+            }
+        }
         self.token_with(id, Want::Fresh).await
     }
 
     /// After a 401 with `generation`'s token: a new token (refreshing unless another request
     /// already did).
     pub(crate) async fn replace_token(&self, id: &ConnectionId, generation: i64) -> Result<AccessToken> {
+        self.forget_token(id);
         self.token_with(id, Want::Replace(generation)).await
+    }
+
+    /// Drop the cached token of a connection (it was revoked or needs reauthorization).
+    pub(crate) fn forget_token(&self, id: &ConnectionId) {
+        self.inner.token_cache.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    fn remember_token(&self, id: &ConnectionId, token: &AccessToken, refresh_at: Option<i64>) {
+        let mut cache = self.inner.token_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, c| c.cached_at.elapsed() < TOKEN_CACHE);
+        }
+        cache
+            .insert(id.clone(), CachedToken { token: token.clone(), refresh_at, cached_at: std::time::Instant::now() });
+    }
+
+    /// When a token should be refreshed: ahead of its expiry by the configured margin, or by
+    /// half its life when that is shorter (a ten-second token is not refreshed on every use).
+    fn refresh_at(&self, expires_at: Option<i64>, issued_at: Option<i64>) -> Option<i64> {
+        expires_at.map(|exp| {
+            let lifetime = issued_at.map_or(i64::MAX, |issued| exp - issued);
+            exp - (self.config().refresh_ahead_seconds * 1000).min(lifetime / 2)
+        })
     }
 
     fn local_lock(&self, id: &ConnectionId) -> Arc<tokio::sync::Mutex<()>> {
@@ -70,17 +112,15 @@ impl Link {
             let tokens = self.open_tokens(&record)?.ok_or(LinkError::ReauthorizationRequired)?;
             let now = self.now_ms();
             let needed = match want {
-                Want::Fresh => record.access_expires_at.is_some_and(|exp| {
-                    // Ahead by the configured margin, or half the token's life when that is
-                    // shorter (a ten-second token is not refreshed on every use).
-                    let lifetime = record.access_issued_at.map_or(i64::MAX, |issued| exp - issued);
-                    let ahead = (self.config().refresh_ahead_seconds * 1000).min(lifetime / 2);
-                    exp - ahead <= now
-                }),
+                Want::Fresh => {
+                    self.refresh_at(record.access_expires_at, record.access_issued_at).is_some_and(|at| at <= now)
+                }
                 Want::Replace(generation) => record.generation == generation,
             };
             if !needed {
-                return Ok(AccessToken { token: tokens.access_token, generation: record.generation });
+                let token = AccessToken { token: tokens.access_token, generation: record.generation };
+                self.remember_token(id, &token, self.refresh_at(record.access_expires_at, record.access_issued_at));
+                return Ok(token);
             }
             let Some(refresh_token) = tokens.refresh_token.clone() else {
                 let why = "the access token expired and the portal gave no refresh token";
@@ -177,7 +217,10 @@ impl Link {
         sql.push(" WHERE connection_id = ").bind(record.id.as_str());
         db.execute(&sql).await?;
         tracing::debug!(connection = %record.id, "access token refreshed");
-        Ok(AccessToken { token: answer.access_token, generation: record.generation + 1 })
+        let token = AccessToken { token: answer.access_token, generation: record.generation + 1 };
+        let expires_at = answer.expires_in.map(|s| now + s * 1000);
+        self.remember_token(&record.id, &token, self.refresh_at(expires_at, Some(now)));
+        Ok(token)
     }
 
     async fn release_refresh_lease(&self, id: &ConnectionId) -> Result<()> {

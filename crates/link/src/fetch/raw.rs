@@ -129,6 +129,11 @@ impl RawResource {
         serde_json::to_string(&self.fields).unwrap_or_default()
     }
 
+    /// Append the resource's JSON text to `out` (UTF-8, as serde_json writes).
+    pub fn write_to(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        serde_json::to_writer(out, &self.fields)
+    }
+
     /// Every `"reference": "…"` string in the resource, found in its text.
     pub fn references(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -137,13 +142,21 @@ impl RawResource {
         }
         out
     }
+
+    /// A rough size of the resource's text (to size buffers).
+    pub fn text_len(&self) -> usize {
+        self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum()
+    }
 }
 
 /// The strings that follow `"reference":` keys in JSON text.
 pub fn scan_references(text: &str, out: &mut Vec<String>) {
     const KEY: &str = "\"reference\"";
+    // Built once: a searcher costs more to set up than most fields take to scan.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY.as_bytes()));
     let mut rest = text;
-    while let Some(at) = rest.find(KEY) {
+    while let Some(at) = FINDER.find(rest.as_bytes()) {
         rest = &rest[at + KEY.len()..];
         let after_colon = rest.trim_start().strip_prefix(':').map(str::trim_start);
         let Some(value) = after_colon.filter(|v| v.starts_with('"')) else { continue };

@@ -52,6 +52,13 @@ pub(crate) struct Collector {
     parts: std::sync::Mutex<Vec<(ConnectionId, String, PartMeta, String)>>,
 }
 
+impl Collector {
+    /// The bytes of every collected part's text.
+    pub(crate) fn total_len(&self) -> usize {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(.., body)| body.len()).sum()
+    }
+}
+
 /// Is the portal's FHIR version one Link reads as R4?
 fn r4(version: Option<&str>) -> bool {
     version.is_none_or(|v| v.starts_with("4."))
@@ -202,18 +209,21 @@ impl Link {
     async fn wanted_references(&self, job: &JobId, connection: &ConnectionId, base: &str) -> Result<BTreeSet<String>> {
         let mut wanted = BTreeSet::new();
         let mut present = HashSet::new();
-        let metas = match self.collector(job) {
-            Some(c) => c
-                .parts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .filter(|(conn, ..)| conn == connection)
-                .map(|(_, _, meta, _)| meta.clone())
-                .collect(),
-            None => self.part_metas(job, connection).await?,
-        };
-        for meta in metas {
+        if let Some(c) = self.collector(job) {
+            for (_, _, meta, _) in
+                c.parts.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(conn, ..)| conn == connection)
+            {
+                wanted.extend(meta.refs.iter().cloned());
+                for key in &meta.keys {
+                    if let Some(relative) = key.strip_prefix(base) {
+                        present.insert(relative.trim_start_matches('/').to_owned());
+                    }
+                }
+            }
+            wanted.retain(|k| !present.contains(k));
+            return Ok(wanted);
+        }
+        for meta in self.part_metas(job, connection).await? {
             wanted.extend(meta.refs);
             for key in meta.keys {
                 if let Some(relative) = key.strip_prefix(base) {
@@ -253,9 +263,16 @@ impl Link {
         mut visit: impl FnMut(&str, &str),
     ) -> Result<()> {
         if let Some(collector) = self.collector(job) {
-            let mut parts = collector.parts.lock().unwrap_or_else(|p| p.into_inner());
-            parts.sort_by(|a, b| a.1.cmp(&b.1));
-            for (_, _, meta, body) in parts.iter().filter(|(conn, ..)| conn == connection) {
+            // Taken out as visited: the result is built once, and each part's text can go as
+            // soon as it is copied.
+            let mut mine: Vec<(ConnectionId, String, PartMeta, String)> = {
+                let mut parts = collector.parts.lock().unwrap_or_else(|p| p.into_inner());
+                let (taken, kept) = std::mem::take(&mut *parts).into_iter().partition(|(conn, ..)| conn == connection);
+                *parts = kept;
+                taken
+            };
+            mine.sort_by(|a, b| a.1.cmp(&b.1));
+            for (_, _, meta, body) in mine {
                 for (key, line) in meta.keys.iter().zip(body.lines()) {
                     visit(key, line);
                 }
@@ -306,8 +323,8 @@ impl Link {
             Err(e) => return self.store_part_error(job, connection, part, &e).await,
         };
         let endpoint = self.connection_record(connection).await?.map(|c| c.endpoint.to_string());
-        let mut meta = PartMeta::default();
-        let mut body = String::new();
+        let mut meta = PartMeta { keys: Vec::with_capacity(resources.len()), refs: Vec::new() };
+        let mut body: Vec<u8> = Vec::with_capacity(resources.iter().map(|r| r.text_len() + fhir_base.len() + 64).sum());
         let mut refs = BTreeSet::new();
         for mut r in resources {
             if !r.well_formed() {
@@ -322,13 +339,23 @@ impl Link {
                 }
             }
             let key = format!("{fhir_base}/{}/{}", r.resource_type().unwrap_or_default(), r.id().unwrap_or_default());
-            body.push_str("{\"fullUrl\":");
-            body.push_str(&serde_json::to_string(&key).unwrap_or_default());
-            body.push_str(",\"resource\":");
-            body.push_str(&r.to_text());
-            body.push_str("}\n");
+            let start = body.len();
+            body.extend_from_slice(b"{\"fullUrl\":");
+            let written = serde_json::to_writer(&mut body, &key)
+                .and_then(|()| {
+                    body.extend_from_slice(b",\"resource\":");
+                    r.write_to(&mut body)
+                })
+                .is_ok();
+            if !written {
+                body.truncate(start);
+                continue;
+            }
+            body.extend_from_slice(b"}\n");
             meta.keys.push(key);
         }
+        // serde_json writes UTF-8 only; checked once for the whole part.
+        let body = String::from_utf8(body).map_err(|_| crate::error::LinkError::Vault("a part is not UTF-8".into()))?;
         meta.refs = refs.into_iter().collect();
         let count = meta.keys.len() as i64;
         if let Some(collector) = self.collector(job) {
