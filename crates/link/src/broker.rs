@@ -533,7 +533,10 @@ impl Link {
                 let mut header = Header::new(alg);
                 header.kid = kid;
                 let now = self.now_ms() / 1000;
-                let claims = json!({"iss": client_id, "sub": client_id, "aud": url, "iat": now, "exp": now + 300,
+                // The audience is the authorization server's token endpoint, also when the
+                // assertion authenticates at its revocation endpoint (RFC 7523 §3; SMART).
+                let aud = discovery.token_endpoint.as_deref().unwrap_or(url);
+                let claims = json!({"iss": client_id, "sub": client_id, "aud": aud, "iat": now, "exp": now + 300,
                     "jti": auth::password::random_token(24)});
                 let assertion = jsonwebtoken::encode(&header, &claims, &key)
                     .map_err(|_| LinkError::Vault("the client assertion could not be signed".into()))?;

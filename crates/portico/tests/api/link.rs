@@ -261,3 +261,146 @@ async fn directory_search_and_brands(backend: Backend) {
     let report = link.link.import_directory(&brands.to_string(), "roundtrip").await.unwrap();
     assert_eq!((report.added, report.updated), (0, 2), "re-importing updates, never duplicates");
 }
+
+both_backends!(confidential_registrations_at_portals);
+
+/// Link authenticates at portals where it is a confidential client: with a secret
+/// (`client_secret_basic`) and with a private key (`private_key_jwt`, RS384), for the code
+/// exchange, refreshes and revocation alike.
+async fn confidential_registrations_at_portals(backend: Backend) {
+    let Some(link) = LinkServer::start(backend, |_| {}).await else { return };
+    let app = link.app(None).await;
+    let key = app.secret_key.clone();
+    let Some(with_secret) = portico_portal(backend, &link, "secret", |c| c.auth.access_token_seconds = 10).await else {
+        return;
+    };
+    let Some(with_key) = portico_portal(backend, &link, "key", |c| c.auth.access_token_seconds = 10).await else {
+        return;
+    };
+    // Registered at the portals as confidential clients instead of the public `link`.
+    let secret = crate::smart::register(
+        &with_secret,
+        "link-secret",
+        store::auth::ClientType::ConfidentialSymmetric,
+        vec![link.callback()],
+        oauth::register::DEFAULT_APP_SCOPES,
+    )
+    .await
+    .client_secret
+    .unwrap();
+    let pair = auth::keys::generate(auth::keys::SigningAlg::Rs256).unwrap();
+    let mut jwk = pair.public_jwk.clone();
+    jwk["alg"] = "RS384".into();
+    crate::smart::register_with(
+        &with_key,
+        "link-key",
+        store::auth::ClientType::ConfidentialAsymmetric,
+        vec![link.callback()],
+        oauth::register::DEFAULT_APP_SCOPES,
+        Some(json!({"keys": [jwk]})),
+        false,
+    )
+    .await;
+    let mut endpoints = Vec::new();
+    for (name, portal, input) in [
+        (
+            "Secret",
+            &with_secret,
+            link::directory::EndpointInput {
+                client_id: Some("link-secret".into()),
+                client_secret: Some(secret.clone()),
+                ..Default::default()
+            },
+        ),
+        (
+            "Key",
+            &with_key,
+            link::directory::EndpointInput {
+                client_id: Some("link-key".into()),
+                private_key_pem: Some(pair.private_pem.clone()),
+                key_id: Some(pair.kid.clone()),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let input = link::directory::EndpointInput {
+            name: name.into(),
+            category: Some(Category::Clinical),
+            fhir_base: portal.base.clone(),
+            source: "test".into(),
+            ..input
+        };
+        let (id, _) = link.link.upsert_endpoint(&input).await.unwrap();
+        link.link.discover(&link.link.require_endpoint(&id).await.unwrap()).await.unwrap().unwrap();
+        endpoints.push((id, portal));
+    }
+    for (ep, portal) in &endpoints {
+        let back =
+            login_at_portico(&Browser::new(), portal, &connect_url(&link, ep, &app.app.app_id, "s", Some("p")), &[])
+                .await;
+        let connection = redeem(&link, &key, &back).await;
+        assert_eq!(connection["patientId"], "p1", "{connection}");
+        let id = connection["connectionId"].as_str().unwrap().to_owned();
+        // Past the token's life: the refresh authenticates too.
+        link.clock.advance(11);
+        portal.clock.advance(11);
+        let (status, _, bundle) = link
+            .call(
+                &key,
+                Method::POST,
+                &format!("/link/v1/connections/{id}/fetch"),
+                Some(json!({"resources": ["Patient"]})),
+            )
+            .await;
+        assert_eq!(status, 200, "{bundle}");
+        assert_eq!(portal_count(portal, "SELECT COUNT(*) FROM refresh_tokens").await, 2, "one refresh");
+        // Revocation at the portal authenticates as well: the grant ends there.
+        let (status, _, _) = link.call(&key, Method::DELETE, &format!("/link/v1/connections/{id}"), None).await;
+        assert_eq!(status, 200);
+        let user = portal.store.user_by_username("alice").await.unwrap().unwrap();
+        let live = portal
+            .store
+            .grants_for_user(&user.user_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|g| g.revoked_at.is_none())
+            .count();
+        assert_eq!(live, 0, "revoked at {}", portal.base);
+    }
+    // The secret is sealed, never stored in clear.
+    assert!(!link_database_text(&link).await.contains(&secret));
+}
+
+both_backends!(a_refusal_at_the_portal_goes_back_to_the_app);
+
+/// The person denies at the portal: the app's client URL gets `error=access_denied` and its own
+/// state, no code, and no connection exists.
+async fn a_refusal_at_the_portal_goes_back_to_the_app(backend: Backend) {
+    let Some(link) = LinkServer::start(backend, |_| {}).await else { return };
+    let Some(portal) = portico_portal(backend, &link, "clinic", |_| {}).await else { return };
+    let app = link.app(None).await;
+    let ep = link.add_endpoint("Clinic", Category::Clinical, &portal.base, "link").await;
+    let browser = Browser::new();
+    let first = browser.get(&connect_url(&link, &ep, &app.app.app_id, "mine", Some("p"))).await;
+    let after =
+        crate::smart::sign_in(&browser, &portal, first.location.as_deref().unwrap(), "alice", crate::smart::PASSWORD)
+            .await;
+    let page = crate::smart::follow(&browser, &portal, &after).await;
+    let form = [
+        ("req", form_value(&page.body, "req")),
+        ("csrf", form_value(&page.body, "csrf")),
+        ("decision", "deny".to_owned()),
+    ];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let denied = browser.post(&format!("{}/auth/consent", portal.origin), &form).await;
+    let back = browser.get(denied.location.as_deref().unwrap()).await;
+    assert_eq!(back.status, 303, "{}", back.body);
+    let location = back.location.unwrap();
+    assert!(location.starts_with(CLIENT_URL), "{location}");
+    assert_eq!(param(&location, "error").as_deref(), Some("access_denied"));
+    assert_eq!(param(&location, "state").as_deref(), Some("mine"));
+    assert!(param(&location, "code").is_none());
+    let (_, list) = link.get(&app.secret_key, "/link/v1/connections").await;
+    assert_eq!(list, json!([]));
+}
