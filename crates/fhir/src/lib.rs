@@ -2,6 +2,7 @@
 //! the official definitions embedded in `definitions/`), how a resource is turned into typed index
 //! rows and patient-compartment membership, structural validation, and parsing of search queries.
 
+pub mod convert;
 pub mod datetime;
 pub mod fhirpath;
 pub mod index;

@@ -92,6 +92,31 @@ impl Validator {
         v
     }
 
+    /// What the R4 definition says of property `prop` of the type `type_name` (a resource type,
+    /// a datatype such as `CodeableConcept`, or a backbone element such as
+    /// `Observation_Component`): `None` when R4 has no such property.
+    pub fn shape(&self, type_name: &str, prop: &str) -> Option<Shape<'_>> {
+        let model = self.model.as_ref().ok()?;
+        let index = match model.resources.get(type_name) {
+            Some(i) => *i,
+            None => model.types.iter().position(|t| &*t.name == type_name).and_then(|i| u16::try_from(i).ok())?,
+        };
+        let ty = model.types.get(usize::from(index))?;
+        let p = ty.props.get(prop)?;
+        let mut codes: Option<&[Box<str>]> = None;
+        let (kind, complex) = match p.kind {
+            Kind::Complex(i) => (ShapeKind::Complex, model.types.get(usize::from(i)).map(|t| &*t.name)),
+            Kind::Prim(prim) => (ShapeKind::Primitive(prim_name(prim)), None),
+            Kind::Enum(i) => {
+                codes = model.enums.get(usize::from(i)).map(|c| &**c);
+                (ShapeKind::Code, None)
+            }
+            Kind::Resource => (ShapeKind::Resource, None),
+            Kind::ResourceType => (ShapeKind::Code, None),
+        };
+        Some(Shape { array: p.array, kind, complex, codes })
+    }
+
     /// Checks `resource` structurally. All issues are collected (up to [`MAX_ISSUES`]).
     pub fn validate(&self, resource: &Value) -> Result<(), Vec<ValidationIssue>> {
         let model = match &self.model {
@@ -110,6 +135,51 @@ impl Validator {
         } else {
             Err(w.issues)
         }
+    }
+}
+
+/// A property's shape in R4 (see [`Validator::shape`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape<'m> {
+    pub array: bool,
+    pub kind: ShapeKind,
+    /// The complex type's definition name (`CodeableConcept`, `Observation_Component`).
+    pub complex: Option<&'m str>,
+    /// The allowed codes, for a code with a fixed list.
+    pub codes: Option<&'m [Box<str>]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShapeKind {
+    Complex,
+    /// A primitive by its FHIR type name (`string`, `dateTime`, `boolean`...).
+    Primitive(&'static str),
+    /// A code with a fixed list of values.
+    Code,
+    /// A nested resource.
+    Resource,
+}
+
+fn prim_name(p: prim::Prim) -> &'static str {
+    use prim::Prim as P;
+    match p {
+        P::Boolean => "boolean",
+        P::Integer | P::Integer64 => "integer",
+        P::PositiveInt => "positiveInt",
+        P::UnsignedInt => "unsignedInt",
+        P::Decimal => "decimal",
+        P::String | P::Xhtml => "string",
+        P::Uri => "uri",
+        P::Code => "code",
+        P::Id => "id",
+        P::Oid => "oid",
+        P::Uuid => "uuid",
+        P::Date => "date",
+        P::DateTime => "dateTime",
+        P::Instant => "instant",
+        P::Time => "time",
+        P::Base64Binary => "base64Binary",
+        P::Regex { .. } => "string",
     }
 }
 

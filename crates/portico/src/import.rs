@@ -37,7 +37,7 @@ pub async fn run(args: ImportArgs) -> Result<ImportSummary, RunError> {
     if dropped_indexes {
         tracing::info!("empty database: search indexes are built after loading");
     }
-    let summary = import_files(&store, files, args.batch.max(1), !args.quiet).await;
+    let summary = import_files(&store, files, args.batch.max(1), !args.quiet, args.from).await;
     // Rebuild indexes and statistics even when the import stopped early.
     store.end_bulk_load().await?;
     let mut summary = summary?;
@@ -74,6 +74,7 @@ pub async fn import_files(
     files: Vec<PathBuf>,
     batch: usize,
     progress: bool,
+    from: Option<fhir::convert::Version>,
 ) -> Result<ImportSummary, RunError> {
     let started = Instant::now();
     let mut summary = ImportSummary { files: files.len(), ..ImportSummary::default() };
@@ -94,7 +95,7 @@ pub async fn import_files(
     let preparer = store.clone();
     let reader = tokio::task::spawn_blocking(move || {
         for path in files {
-            let resources = read_file(&path).and_then(|r| preparer.prepare_import(r).map_err(|e| describe(&e)));
+            let resources = read_file(&path, from).and_then(|r| preparer.prepare_import(r).map_err(|e| describe(&e)));
             if tx.blocking_send(Parsed { path, resources }).is_err() {
                 break;
             }
@@ -112,11 +113,11 @@ pub async fn import_files(
             }
         }
         if pending_len >= batch {
-            write_batch(store, std::mem::take(&mut pending), &mut summary, &bar, started).await?;
+            write_batch(store, std::mem::take(&mut pending), &mut summary, &bar, started, from).await?;
             pending_len = 0;
         }
     }
-    write_batch(store, pending, &mut summary, &bar, started).await?;
+    write_batch(store, pending, &mut summary, &bar, started, from).await?;
     reader.await.map_err(|e| RunError::Import(format!("file reader stopped: {e}")))?;
     bar.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
@@ -129,6 +130,7 @@ async fn write_batch(
     summary: &mut ImportSummary,
     bar: &ProgressBar,
     started: Instant,
+    from: Option<fhir::convert::Version>,
 ) -> Result<(), RunError> {
     if batch.is_empty() {
         return Ok(());
@@ -152,7 +154,7 @@ async fn write_batch(
             // Find the bad file(s): read them again and retry one file per transaction (rare,
             // so the common path moves resources instead of keeping copies).
             for path in paths {
-                let outcome = match read_file(&path) {
+                let outcome = match read_file(&path, from) {
                     Ok(resources) => store.import(resources).await,
                     Err(e) => Err(StoreError::BadRequest(e)),
                 };
@@ -224,22 +226,33 @@ pub fn read_text(path: &Path) -> Result<String, String> {
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<Value>, String> {
+/// A file's resources; `from` converts DSTU2 or STU3 content to R4 first.
+pub fn read_file(path: &Path, from: Option<fhir::convert::Version>) -> Result<Vec<Value>, String> {
     let text = read_text(path)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     if name.trim_end_matches(".gz").ends_with(".ndjson") {
         let mut resources = Vec::new();
         for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let value: Value = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
-            resources.extend(resources_of(value)?);
+            resources.extend(resources_of(converted(value, from)?)?);
         }
         return Ok(resources);
     }
     let value: Value = serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?;
-    resources_of(value)
+    resources_of(converted(value, from)?)
 }
 
-fn resources_of(value: Value) -> Result<Vec<Value>, String> {
+fn converted(value: Value, from: Option<fhir::convert::Version>) -> Result<Value, String> {
+    match from {
+        None => Ok(value),
+        Some(version) => {
+            let mut report = fhir::convert::Report::default();
+            fhir::convert::convert(version, value, &mut report).map_err(|e| e.to_string())
+        }
+    }
+}
+
+pub fn resources_of(value: Value) -> Result<Vec<Value>, String> {
     match value.get("resourceType").and_then(Value::as_str) {
         Some("Bundle")
             if matches!(value.get("type").and_then(Value::as_str), Some("transaction" | "batch" | "collection")) =>
@@ -277,7 +290,9 @@ pub fn resources_of_bundle(mut bundle: Value) -> Result<Vec<Value>, String> {
         let id = match resource.get("id").and_then(Value::as_str) {
             Some(id) => id.to_string(),
             None => {
-                let seed = full_url.clone().unwrap_or_else(|| format!("entry-{i}"));
+                // Without an id or fullUrl nothing can refer to the entry; its id comes from
+                // its content (and place), so that a re-import gives it the same one.
+                let seed = full_url.clone().unwrap_or_else(|| format!("entry-{i}-{resource}"));
                 let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, seed.as_bytes()).to_string();
                 if let Some(obj) = resource.as_object_mut() {
                     obj.insert("id".into(), Value::String(id.clone()));

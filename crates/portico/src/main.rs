@@ -1,6 +1,7 @@
 //! `portico`: serve the FHIR server, import data, or run the demo.
 
 mod admin;
+mod convert;
 mod demo_accounts;
 mod demo_run;
 mod import;
@@ -55,6 +56,8 @@ enum Command {
     /// EHR launch contexts.
     #[command(subcommand)]
     Launch(admin::LaunchCommand),
+    /// Convert DSTU2 or STU3 files (Bundles, resources, NDJSON, .gz) to R4 NDJSON or a Bundle.
+    Convert(convert::ConvertArgs),
     /// Check FHIR R4 JSON files (resources, Bundles, NDJSON) against the R4 definitions.
     Validate(validate::ValidateArgs),
     /// Link, the app developer's side: serve it, register apps, manage the directory and keys.
@@ -107,6 +110,14 @@ pub struct ImportArgs {
     /// No progress bar (logs and CI).
     #[arg(long)]
     pub quiet: bool,
+    /// The files are DSTU2 or STU3: convert them to R4 on the way in.
+    #[arg(long, value_parser = parse_version)]
+    pub from: Option<fhir::convert::Version>,
+}
+
+/// `dstu2` or `stu3` (or a version number such as 1.0.2 or 3.0.1).
+pub fn parse_version(text: &str) -> Result<fhir::convert::Version, String> {
+    fhir::convert::Version::parse(text).ok_or_else(|| format!("'{text}' is not dstu2 or stu3"))
 }
 
 #[derive(Args)]
@@ -171,6 +182,7 @@ fn main() -> ExitCode {
             Command::Launch(c) => admin::launch(c).await,
             Command::Link(c) => link_cli::run(c).await,
             Command::Validate(args) => validate::run(args),
+            Command::Convert(args) => convert::run(args),
         }
     });
     match result {
