@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod datetime;
+pub mod dedup;
 pub mod fhirpath;
 pub mod index;
 pub mod labels;

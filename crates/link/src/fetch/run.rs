@@ -11,6 +11,8 @@ use serde_json::json;
 
 use super::portal_fhir::PartError;
 use super::raw::RawResource;
+use fhir::convert::Version;
+
 use super::request::{FetchPlan, Group};
 use crate::connections::{ConnectionRecord, ACTIVE};
 use crate::db::{Col, RowExt};
@@ -59,9 +61,32 @@ impl Collector {
     }
 }
 
-/// Is the portal's FHIR version one Link reads as R4?
-fn r4(version: Option<&str>) -> bool {
-    version.is_none_or(|v| v.starts_with("4."))
+/// How Link reads a portal's FHIR version: as R4, converted from DSTU2 or STU3, or not at all.
+fn reading(version: Option<&str>) -> std::result::Result<Option<Version>, String> {
+    match version {
+        None => Ok(None),
+        Some(v) if v.starts_with("4.") => Ok(None),
+        Some(v) => Version::parse(v).map(Some).ok_or_else(|| format!("FHIR version {v} is not one Link reads")),
+    }
+}
+
+/// A legacy portal's resource converted to R4 (None when it is not a resource at all).
+fn to_r4(version: Option<Version>, resource: RawResource) -> Option<RawResource> {
+    let Some(version) = version else { return Some(resource) };
+    let value: serde_json::Value = serde_json::from_str(&resource.to_text()).ok()?;
+    let mut report = fhir::convert::Report::default();
+    let converted = fhir::convert::convert_resource(version, value, &mut report).ok()?;
+    RawResource::parse(&converted.to_string()).ok()
+}
+
+/// A legacy portal's name for a group's type (DSTU2 orders medications with MedicationOrder);
+/// None when the version has no such type.
+fn legacy_type(version: Version, group: Group) -> Option<&'static str> {
+    match (version, group.resource_type()) {
+        (Version::Dstu2, "MedicationRequest") => Some("MedicationOrder"),
+        (Version::Dstu2, "CareTeam") => None,
+        (_, t) => Some(t),
+    }
 }
 
 impl Link {
@@ -95,10 +120,13 @@ impl Link {
             Err(e) => return self.store_part_error(job, connection, PART_CONNECTION, &PartError::Portal(e)).await,
         };
         let version = discovery.fhir_version.as_deref().or(endpoint.fhir_version.as_deref());
-        if !r4(version) {
-            let e = PortalError::Invalid(format!("FHIR version {} is not read as R4", version.unwrap_or("?")));
-            return self.store_part_error(job, connection, PART_CONNECTION, &PartError::Portal(e)).await;
-        }
+        let legacy = match reading(version) {
+            Ok(l) => l,
+            Err(why) => {
+                let e = PortalError::Invalid(why);
+                return self.store_part_error(job, connection, PART_CONNECTION, &PartError::Portal(e)).await;
+            }
+        };
         let parts: Vec<String> = if discovery.everything && plan.all && !plan.has_dates() {
             vec![PART_EVERYTHING.to_owned()]
         } else {
@@ -108,7 +136,7 @@ impl Link {
         let runs = pending.into_iter().map(|part| {
             let (record, endpoint, discovery) = (&record, &endpoint, &discovery);
             async move {
-                let outcome = self.run_part(record, endpoint, discovery, plan, part).await;
+                let outcome = self.run_part(record, endpoint, discovery, plan, part, legacy).await;
                 self.store_part(job, connection, &endpoint.fhir_base, part, outcome).await
             }
         });
@@ -117,7 +145,7 @@ impl Link {
         }
         if !done.contains(PART_REFERENCES) {
             let wanted = self.wanted_references(job, connection, &endpoint.fhir_base).await?;
-            let outcome = self.fetch_references(&record, &endpoint, wanted).await;
+            let outcome = self.fetch_references(&record, &endpoint, wanted, legacy).await;
             self.store_part(job, connection, &endpoint.fhir_base, PART_REFERENCES, outcome).await?;
         }
         self.touch_fetched(connection).await?;
@@ -131,6 +159,7 @@ impl Link {
         discovery: &Discovery,
         plan: &FetchPlan,
         part: &str,
+        legacy: Option<Version>,
     ) -> std::result::Result<Vec<RawResource>, PartError> {
         let base = &endpoint.fhir_base;
         let patient = record.patient_id.clone().unwrap_or_default();
@@ -138,6 +167,7 @@ impl Link {
             let found = self.portal_search(record, endpoint, format!("{base}/Patient/{patient}/$everything")).await?;
             return Ok(found
                 .into_iter()
+                .filter_map(|r| to_r4(legacy, r))
                 .filter(|r| match r.group() {
                     Some(g) => plan.groups.contains(&g) && plan.keeps_dated(g, r.date(g)),
                     None => r.resource_type().is_some_and(|t| REFERENCED_TYPES.contains(&t.as_str())),
@@ -150,14 +180,27 @@ impl Link {
             if patient.resource_type().as_deref() != Some("Patient") {
                 return Err(PortalError::Invalid("a read of the Patient answered with something else".into()).into());
             }
-            return Ok(vec![patient]);
+            return Ok(to_r4(legacy, patient).into_iter().collect());
         }
         let t = group.resource_type();
-        let url = format!("{base}/{t}?{}", search_query(group, discovery, plan, &patient));
+        let url = match legacy {
+            None => format!("{base}/{t}?{}", search_query(group, discovery, plan, &patient)),
+            Some(version) => {
+                // Older search parameters and code systems differ: only the patient is asked
+                // for, and the group and the window are checked on the converted records.
+                let Some(source_type) = legacy_type(version, group) else { return Ok(Vec::new()) };
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("patient", &patient)
+                    .append_pair("_count", "100")
+                    .finish();
+                format!("{base}/{source_type}?{query}")
+            }
+        };
         let found = self.portal_search(record, endpoint, url).await?;
         // Portals ignore what they do not know: the group and the window are checked here too.
         Ok(found
             .into_iter()
+            .filter_map(|r| to_r4(legacy, r))
             .filter(|r| r.resource_type().as_deref() == Some(t))
             .filter(|r| group.narrowing().is_none() || r.group() == Some(group))
             .filter(|r| plan.keeps_dated(group, r.date(group)))
@@ -170,13 +213,14 @@ impl Link {
         record: &ConnectionRecord,
         endpoint: &Endpoint,
         wanted: BTreeSet<String>,
+        legacy: Option<Version>,
     ) -> std::result::Result<Vec<RawResource>, PartError> {
         let base = endpoint.fhir_base.clone();
         let reads = futures::stream::iter(wanted.into_iter().map(|key| {
             let url = format!("{base}/{key}");
             async move {
                 match self.portal_read(record, endpoint, &url).await {
-                    Ok(v) => Ok(Some(v)),
+                    Ok(v) => Ok(to_r4(legacy, v)),
                     // A reference the portal cannot resolve (deleted, not shared) is not a failure.
                     Err(PartError::Portal(PortalError::Status { status: 403 | 404 | 410, .. })) => Ok(None),
                     Err(e) => Err(e),
