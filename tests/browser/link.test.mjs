@@ -135,7 +135,10 @@ test("an aggregator on Link: search, connect two portals, fetch, webhooks", { sk
     const response = await page.request.get(`${demo.aggregator}/jobs/${jobId}/result.json`);
     assert.equal(response.status(), 200);
     const bundle = await response.json();
-    const resources = bundle.entry.map((e) => e.resource);
+    const everything = bundle.entry.map((e) => e.resource);
+    const resources = everything.filter((r) => r.resourceType !== "Provenance");
+    const provenances = everything.filter((r) => r.resourceType === "Provenance");
+    assert.equal(provenances.length, 2, "one Provenance per portal");
     assert.ok(resources.length > 50, `a whole record from two portals (${resources.length} resources)`);
     const bases = new Set(resources.map((r) => r.meta?.source));
     assert.deepEqual([...bases].sort(), [demo.fhirBase, demo.planBase].sort());
@@ -152,7 +155,7 @@ test("an aggregator on Link: search, connect two portals, fetch, webhooks", { sk
     const { stdout } = await promisify(execFile)(PORTICO_BIN, ["validate", file], { timeout: 60_000 });
     const summary = JSON.parse(stdout);
     assert.equal(summary.invalid, 0, stdout);
-    assert.equal(summary.resources, resources.length);
+    assert.equal(summary.resources, everything.length);
 
     // Link's webhook reached the aggregator and its signature verified.
     let events = [];

@@ -572,52 +572,7 @@ impl Link {
     /// The result Bundle's text, assembled from the stored entries without parsing them (so a
     /// fan-out over many portals holds one copy of its result, not a tree of it).
     async fn result_bundle(&self, job: &JobId, spec: &JobSpec) -> Result<String> {
-        let now = self.now_ms();
-        let mut out = String::with_capacity(self.collector(job).map_or(64 * 1024, |c| c.total_len() + 4096));
-        out.push_str(
-            &json!({"resourceType": "Bundle", "id": job.as_str().replace('_', "-"),
-                "meta": {"lastUpdated": store::clock::instant_text(now)}, "type": "collection",
-                "timestamp": store::clock::instant_text(now)})
-            .to_string(),
-        );
-        // Reopen the object to append the entries.
-        out.pop();
-        out.push_str(",\"entry\":[");
-        let mut first = true;
-        let mut seen = std::collections::HashSet::new();
-        let db = self.db();
-        for c in &spec.connections {
-            self.visit_entries(job, c, |key, line| {
-                if seen.insert(key.to_owned()) {
-                    if !first {
-                        out.push(',');
-                    }
-                    first = false;
-                    out.push_str(line);
-                }
-            })
-            .await?;
-            let mut sql = db.sql();
-            sql.push("SELECT error FROM link_job_parts WHERE job_id = ")
-                .bind(job.as_str())
-                .push(" AND connection_id = ")
-                .bind(c.as_str())
-                .push(" AND status = 'failed' ORDER BY part");
-            for row in db.rows(&sql, &[Col::Text]).await? {
-                if let Some(outcome) = row.text(0).and_then(|e| serde_json::from_str::<Value>(e).ok()) {
-                    if !first {
-                        out.push(',');
-                    }
-                    first = false;
-                    out.push_str(
-                        &json!({"fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()), "resource": outcome})
-                            .to_string(),
-                    );
-                }
-            }
-        }
-        out.push_str("]}");
-        Ok(out)
+        self.assemble_result(job, spec).await
     }
 
     /// Forget the results of expired jobs (their rows stay, answering 410).

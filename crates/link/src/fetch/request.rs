@@ -159,6 +159,9 @@ pub struct FetchRequest {
     pub to_time: Option<String>,
     #[serde(default)]
     pub exclude_undated_entries: bool,
+    /// Merge records that are the same across portals (absent: yes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup: Option<bool>,
 }
 
 /// A checked fetch request.
@@ -176,6 +179,11 @@ pub struct FetchPlan {
 }
 
 impl FetchRequest {
+    /// Whether duplicates across portals are merged (the default).
+    pub fn deduplicate(&self) -> bool {
+        self.dedup.unwrap_or(true)
+    }
+
     pub fn plan(&self) -> Result<FetchPlan> {
         let (groups, all) = match &self.resources {
             None => (ALL_GROUPS.to_vec(), true),

@@ -43,8 +43,25 @@ fn meta_context(job: &JobId, connection: &ConnectionId, part: &str) -> String {
 /// Beside a part's entries: their fullUrls (in order) and the references they make.
 #[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PartMeta {
-    keys: Vec<String>,
-    refs: Vec<String>,
+    pub(crate) keys: Vec<String>,
+    pub(crate) refs: Vec<String>,
+    /// The match keys ([`fhir::dedup::match_keys`]) of the entries that have any, by index
+    /// into `keys`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) matches: Vec<(u32, Vec<String>)>,
+    /// The FHIR version the entries were converted from (absent: read as R4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) converted_from: Option<String>,
+}
+
+/// The match keys of a record of a merged type, from just the fields the rules read.
+fn record_match_keys(r: &RawResource, resource_type: &str) -> Vec<String> {
+    if !fhir::dedup::MERGED_TYPES.contains(&resource_type) {
+        return Vec::new();
+    }
+    let fields: serde_json::Map<String, serde_json::Value> =
+        fhir::dedup::FIELDS.iter().filter_map(|f| Some(((*f).to_owned(), r.field(f)?))).collect();
+    fhir::dedup::match_keys(&serde_json::Value::Object(fields))
 }
 
 /// The parts of a synchronous fetch, kept in memory only: its result goes out in the answer,
@@ -137,7 +154,7 @@ impl Link {
             let (record, endpoint, discovery) = (&record, &endpoint, &discovery);
             async move {
                 let outcome = self.run_part(record, endpoint, discovery, plan, part, legacy).await;
-                self.store_part(job, connection, &endpoint.fhir_base, part, outcome).await
+                self.store_part(job, connection, &endpoint.fhir_base, legacy, part, outcome).await
             }
         });
         for stored in futures::future::join_all(runs).await {
@@ -146,7 +163,7 @@ impl Link {
         if !done.contains(PART_REFERENCES) {
             let wanted = self.wanted_references(job, connection, &endpoint.fhir_base).await?;
             let outcome = self.fetch_references(&record, &endpoint, wanted, legacy).await;
-            self.store_part(job, connection, &endpoint.fhir_base, PART_REFERENCES, outcome).await?;
+            self.store_part(job, connection, &endpoint.fhir_base, legacy, PART_REFERENCES, outcome).await?;
         }
         self.touch_fetched(connection).await?;
         Ok(())
@@ -279,6 +296,19 @@ impl Link {
         Ok(wanted)
     }
 
+    /// The indexes of a connection's stored parts, in the order [`Self::visit_entries`] visits
+    /// them.
+    pub(crate) async fn entry_metas(&self, job: &JobId, connection: &ConnectionId) -> Result<Vec<PartMeta>> {
+        if let Some(c) = self.collector(job) {
+            let parts = c.parts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut mine: Vec<&(ConnectionId, String, PartMeta, String)> =
+                parts.iter().filter(|(conn, ..)| conn == connection).collect();
+            mine.sort_by(|a, b| a.1.cmp(&b.1));
+            return Ok(mine.into_iter().map(|(_, _, meta, _)| meta.clone()).collect());
+        }
+        self.part_metas(job, connection).await
+    }
+
     async fn part_metas(&self, job: &JobId, connection: &ConnectionId) -> Result<Vec<PartMeta>> {
         let db = self.db();
         let mut sql = db.sql();
@@ -359,6 +389,7 @@ impl Link {
         job: &JobId,
         connection: &ConnectionId,
         fhir_base: &str,
+        legacy: Option<Version>,
         part: &str,
         outcome: std::result::Result<Vec<RawResource>, PartError>,
     ) -> Result<()> {
@@ -367,7 +398,11 @@ impl Link {
             Err(e) => return self.store_part_error(job, connection, part, &e).await,
         };
         let endpoint = self.connection_record(connection).await?.map(|c| c.endpoint.to_string());
-        let mut meta = PartMeta { keys: Vec::with_capacity(resources.len()), refs: Vec::new() };
+        let mut meta = PartMeta {
+            keys: Vec::with_capacity(resources.len()),
+            converted_from: legacy.map(|v| v.code().to_owned()),
+            ..PartMeta::default()
+        };
         let mut body: Vec<u8> = Vec::with_capacity(resources.iter().map(|r| r.text_len() + fhir_base.len() + 64).sum());
         let mut refs = BTreeSet::new();
         for mut r in resources {
@@ -382,7 +417,9 @@ impl Link {
                     refs.insert(key);
                 }
             }
-            let key = format!("{fhir_base}/{}/{}", r.resource_type().unwrap_or_default(), r.id().unwrap_or_default());
+            let resource_type = r.resource_type().unwrap_or_default();
+            let key = format!("{fhir_base}/{resource_type}/{}", r.id().unwrap_or_default());
+            let match_keys = record_match_keys(&r, &resource_type);
             let start = body.len();
             body.extend_from_slice(b"{\"fullUrl\":");
             let written = serde_json::to_writer(&mut body, &key)
@@ -396,6 +433,9 @@ impl Link {
                 continue;
             }
             body.extend_from_slice(b"}\n");
+            if !match_keys.is_empty() {
+                meta.matches.push((meta.keys.len() as u32, match_keys));
+            }
             meta.keys.push(key);
         }
         // serde_json writes UTF-8 only; checked once for the whole part.

@@ -214,7 +214,12 @@ impl Drop for TestServer {
 
 /// `../shared/fixtures/synthea-r4`, or None (skip) when absent and not required.
 pub fn synthea_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/synthea-r4");
+    shared_fixtures("synthea-r4")
+}
+
+/// A folder of `../shared/fixtures`, or None (skip) when absent and not required.
+pub fn shared_fixtures(name: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures").join(name);
     if dir.is_dir() {
         return Some(dir);
     }

@@ -76,7 +76,25 @@ async fn connect_fetch_and_webhooks(backend: Backend) {
         assert!(ids.contains(&expected.to_owned()), "{expected} missing from {ids:?}");
     }
     assert!(!ids.contains(&"Condition/clinic-depression".to_owned()), "the withheld category stays out: {ids:?}");
-    for entry in bundle["entry"].as_array().unwrap() {
+    // One Provenance names the portal and every record it supplied.
+    let entries = bundle["entry"].as_array().unwrap();
+    let provenances: Vec<&Value> =
+        entries.iter().map(|e| &e["resource"]).filter(|r| r["resourceType"] == "Provenance").collect();
+    assert_eq!(provenances.len(), 1, "{bundle}");
+    let provenance = provenances[0];
+    fhir::validate::Validator::r4().validate(provenance).unwrap_or_else(|e| panic!("{provenance}: {e:?}"));
+    assert_eq!(provenance["agent"][0]["who"]["identifier"]["value"], clinic_ep.as_str());
+    assert_eq!(provenance["entity"][0]["what"]["identifier"]["value"], clinic.base.as_str());
+    assert!(provenance.get("activity").is_none(), "nothing was converted: {provenance}");
+    let targets: Vec<&str> =
+        provenance["target"].as_array().unwrap().iter().map(|t| t["reference"].as_str().unwrap()).collect();
+    let full_urls: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["resource"]["resourceType"] != "Provenance")
+        .map(|e| e["fullUrl"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, full_urls);
+    for entry in entries.iter().filter(|e| e["resource"]["resourceType"] != "Provenance") {
         let r = &entry["resource"];
         assert_eq!(r["meta"]["source"], clinic.base.as_str(), "{r}");
         assert!(r["meta"]["tag"].as_array().unwrap().iter().any(|t| t["code"] == clinic_ep.as_str()), "{r}");

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the point
 
 mod harness;
+mod legacy_portal;
 mod link_harness;
 
 mod cli;
@@ -13,6 +14,7 @@ mod fixtures;
 mod hostile;
 mod link;
 mod link_cli;
+mod link_convert;
 mod link_faults;
 mod link_security;
 mod link_vault;
