@@ -97,10 +97,7 @@ impl Validator {
     /// `Observation_Component`): `None` when R4 has no such property.
     pub fn shape(&self, type_name: &str, prop: &str) -> Option<Shape<'_>> {
         let model = self.model.as_ref().ok()?;
-        let index = match model.resources.get(type_name) {
-            Some(i) => *i,
-            None => model.types.iter().position(|t| &*t.name == type_name).and_then(|i| u16::try_from(i).ok())?,
-        };
+        let index = *model.by_name.get(type_name)?;
         let ty = model.types.get(usize::from(index))?;
         let p = ty.props.get(prop)?;
         let mut codes: Option<&[Box<str>]> = None;

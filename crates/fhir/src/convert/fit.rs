@@ -21,8 +21,9 @@ fn is_empty(v: &Value) -> bool {
 
 /// Fit a resource's top level (and everything under it).
 pub(crate) fn fit_resource(map: &mut Map<String, Value>, r4_type: &str, ctx: &mut Ctx) {
-    let path = ctx.source_type.to_owned();
-    fit_object(map, r4_type, &path, ctx);
+    let mut path = String::with_capacity(64);
+    path.push_str(ctx.source_type);
+    fit_object(map, r4_type, &mut path, ctx);
 }
 
 /// What became of one value.
@@ -33,22 +34,29 @@ enum Fitted {
     Empty,
 }
 
-fn fit_object(map: &mut Map<String, Value>, type_name: &str, path: &str, ctx: &mut Ctx) {
+/// Fit an object of R4 type `type_name`. `path` is the source path of the object (a buffer
+/// shared by the whole walk: each level appends its key and takes it off again, so no path is
+/// built unless something moves into an extension).
+fn fit_object(map: &mut Map<String, Value>, type_name: &str, path: &mut String, ctx: &mut Ctx) {
     let validator = Validator::r4();
-    let keys: Vec<String> = map.keys().cloned().collect();
     let mut away: Vec<(String, Value)> = Vec::new();
-    for key in keys {
+    // Taken whole and put back key by key: the order is kept and nothing is searched for.
+    let source = std::mem::take(map);
+    for (key, value) in source {
         if key == "resourceType" || key == "extension" || key == "modifierExtension" {
+            map.insert(key, value);
             continue;
         }
-        let Some(value) = map.remove(&key) else { continue };
         if is_empty(&value) {
             ctx.report.dropped_empty += 1;
             continue;
         }
-        let child_path = format!("{path}.{}", key.trim_start_matches('_'));
+        let parent_len = path.len();
+        path.push('.');
+        path.push_str(key.trim_start_matches('_'));
         let Some(shape) = validator.shape(type_name, &key) else {
-            away.push((child_path, value));
+            away.push((path.clone(), value));
+            path.truncate(parent_len);
             continue;
         };
         let items = match (shape.array, value) {
@@ -56,7 +64,8 @@ fn fit_object(map: &mut Map<String, Value>, type_name: &str, path: &str, ctx: &m
             (true, single) => vec![single],
             (false, Value::Array(mut items)) if items.len() == 1 => vec![items.remove(0)],
             (false, Value::Array(items)) => {
-                away.push((child_path, Value::Array(items)));
+                away.push((path.clone(), Value::Array(items)));
+                path.truncate(parent_len);
                 continue;
             }
             (false, single) => vec![single],
@@ -67,7 +76,7 @@ fn fit_object(map: &mut Map<String, Value>, type_name: &str, path: &str, ctx: &m
                 // A primitive's extension sibling: an Element (id, extension), or null in arrays.
                 match item {
                     Value::Object(mut o) => {
-                        fit_object(&mut o, "Element", &child_path, ctx);
+                        fit_object(&mut o, "Element", path, ctx);
                         if o.is_empty() {
                             Fitted::Empty
                         } else {
@@ -78,14 +87,15 @@ fn fit_object(map: &mut Map<String, Value>, type_name: &str, path: &str, ctx: &m
                     other => Fitted::Away(other),
                 }
             } else {
-                fit_item(item, shape.kind, shape.complex, shape.codes, &child_path, ctx)
+                fit_item(item, shape.kind, shape.complex, shape.codes, path, ctx)
             };
             match fitted {
                 Fitted::Keep(v) => kept.push(v),
-                Fitted::Away(v) => away.push((child_path.clone(), v)),
+                Fitted::Away(v) => away.push((path.clone(), v)),
                 Fitted::Empty => ctx.report.dropped_empty += 1,
             }
         }
+        path.truncate(parent_len);
         match (shape.array, kept.len()) {
             (_, 0) => {}
             (true, _) => {
@@ -126,7 +136,7 @@ fn fit_item(
     kind: ShapeKind,
     complex: Option<&str>,
     codes: Option<&[Box<str>]>,
-    path: &str,
+    path: &mut String,
     ctx: &mut Ctx,
 ) -> Fitted {
     if is_empty(&item) {

@@ -109,7 +109,16 @@ pub fn r4_system(system: &str) -> Option<String> {
 /// A reference with renamed types renamed (`MedicationOrder/1` → `MedicationRequest/1`, also
 /// inside absolute URLs).
 pub fn rename_reference(reference: &str, version: Version) -> String {
-    let mut segments: Vec<&str> = reference.split('/').collect();
+    renamed_reference(reference, version).unwrap_or_else(|| reference.to_owned())
+}
+
+/// The renamed reference, or None when nothing in it is renamed (most references: nothing is
+/// allocated for those).
+fn renamed_reference(reference: &str, version: Version) -> Option<String> {
+    if reference.starts_with("urn:") || reference.starts_with('#') {
+        return None;
+    }
+    let segments: Vec<&str> = reference.split('/').collect();
     let n = segments.len();
     // …/Type/id or …/Type/id/_history/v, or just Type (a request URL).
     let type_at = if n >= 4 && segments[n - 2] == "_history" {
@@ -118,17 +127,26 @@ pub fn rename_reference(reference: &str, version: Version) -> String {
         n.checked_sub(2)
     } else {
         n.checked_sub(1)
-    };
-    let Some(i) = type_at else { return reference.to_owned() };
-    let t = segments[i].split('?').next().unwrap_or_default();
+    }?;
+    let t = segments[type_at].split('?').next().unwrap_or_default();
     let renamed = r4_type(version, t);
     if renamed == t {
-        return reference.to_owned();
+        return None;
     }
-    let rest = segments[i][t.len()..].to_owned();
-    let owned = format!("{renamed}{rest}");
-    segments[i] = &owned;
-    segments.join("/")
+    let rest = &segments[type_at][t.len()..];
+    let mut out = String::with_capacity(reference.len() + 8);
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        if i == type_at {
+            out.push_str(renamed);
+            out.push_str(rest);
+        } else {
+            out.push_str(segment);
+        }
+    }
+    Some(out)
 }
 
 /// Rewrite, everywhere in a value, moved code-system URLs (`system` keys) and references to
@@ -144,8 +162,7 @@ pub fn rewrite(value: &mut Value, version: Version) {
                         }
                     }
                     ("reference", Value::String(r)) => {
-                        let renamed = rename_reference(r, version);
-                        if &renamed != r {
+                        if let Some(renamed) = renamed_reference(r, version) {
                             *v = Value::String(renamed);
                         }
                     }

@@ -144,6 +144,8 @@ pub(crate) struct Model {
     pub regexes: Vec<regex::Regex>,
     /// resourceType -> index in `types`
     pub resources: FxMap<Box<str>, u16>,
+    /// every type's name -> index in `types` (datatypes and backbone elements too)
+    pub by_name: FxMap<Box<str>, u16>,
 }
 
 #[derive(Deserialize)]
@@ -287,7 +289,9 @@ impl Model {
             }
         }
 
-        Ok(Model { types, enums: b.enums, regexes: b.regexes, resources })
+        let by_name =
+            types.iter().enumerate().filter_map(|(i, t)| Some((t.name.clone(), u16::try_from(i).ok()?))).collect();
+        Ok(Model { types, enums: b.enums, regexes: b.regexes, resources, by_name })
     }
 }
 
