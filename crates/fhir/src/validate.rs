@@ -96,9 +96,19 @@ impl Validator {
     /// a datatype such as `CodeableConcept`, or a backbone element such as
     /// `Observation_Component`): `None` when R4 has no such property.
     pub fn shape(&self, type_name: &str, prop: &str) -> Option<Shape<'_>> {
+        self.shape_in(self.type_id(type_name)?, prop)
+    }
+
+    /// The id of an R4 type (a resource type, datatype or backbone element) for [`Self::shape_in`]:
+    /// one lookup per object when many of its properties are asked about.
+    pub fn type_id(&self, type_name: &str) -> Option<TypeId> {
+        self.model.as_ref().ok()?.by_name.get(type_name).copied().map(TypeId)
+    }
+
+    /// [`Self::shape`] of a property of the type `id` names.
+    pub fn shape_in(&self, id: TypeId, prop: &str) -> Option<Shape<'_>> {
         let model = self.model.as_ref().ok()?;
-        let index = *model.by_name.get(type_name)?;
-        let ty = model.types.get(usize::from(index))?;
+        let ty = model.types.get(usize::from(id.0))?;
         let p = ty.props.get(prop)?;
         let mut codes: Option<&[Box<str>]> = None;
         let (kind, complex) = match p.kind {
@@ -134,6 +144,10 @@ impl Validator {
         }
     }
 }
+
+/// An R4 type, as [`Validator::type_id`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TypeId(u16);
 
 /// A property's shape in R4 (see [`Validator::shape`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

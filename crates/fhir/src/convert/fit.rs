@@ -39,9 +39,10 @@ enum Fitted {
 /// built unless something moves into an extension).
 fn fit_object(map: &mut Map<String, Value>, type_name: &str, path: &mut String, ctx: &mut Ctx) {
     let validator = Validator::r4();
+    let Some(type_id) = validator.type_id(type_name) else { return };
     let mut away: Vec<(String, Value)> = Vec::new();
     // Taken whole and put back key by key: the order is kept and nothing is searched for.
-    let source = std::mem::take(map);
+    let source = std::mem::replace(map, Map::with_capacity(map.len()));
     for (key, value) in source {
         if key == "resourceType" || key == "extension" || key == "modifierExtension" {
             map.insert(key, value);
@@ -54,59 +55,69 @@ fn fit_object(map: &mut Map<String, Value>, type_name: &str, path: &mut String, 
         let parent_len = path.len();
         path.push('.');
         path.push_str(key.trim_start_matches('_'));
-        let Some(shape) = validator.shape(type_name, &key) else {
+        let Some(shape) = validator.shape_in(type_id, &key) else {
             away.push((path.clone(), value));
             path.truncate(parent_len);
             continue;
         };
-        let items = match (shape.array, value) {
-            (true, Value::Array(items)) => items,
-            (true, single) => vec![single],
-            (false, Value::Array(mut items)) if items.len() == 1 => vec![items.remove(0)],
-            (false, Value::Array(items)) => {
-                away.push((path.clone(), Value::Array(items)));
-                path.truncate(parent_len);
-                continue;
+        let element = key.starts_with('_');
+        let fit_one = |item: Value, path: &mut String, ctx: &mut Ctx| {
+            if !element {
+                return fit_item(item, shape.kind, shape.complex, shape.codes, path, ctx);
             }
-            (false, single) => vec![single],
-        };
-        let mut kept = Vec::with_capacity(items.len());
-        for item in items {
-            let fitted = if key.starts_with('_') {
-                // A primitive's extension sibling: an Element (id, extension), or null in arrays.
-                match item {
-                    Value::Object(mut o) => {
-                        fit_object(&mut o, "Element", path, ctx);
-                        if o.is_empty() {
-                            Fitted::Empty
-                        } else {
-                            Fitted::Keep(Value::Object(o))
-                        }
+            // A primitive's extension sibling: an Element (id, extension), or null in arrays.
+            match item {
+                Value::Object(mut o) => {
+                    fit_object(&mut o, "Element", path, ctx);
+                    if o.is_empty() {
+                        Fitted::Empty
+                    } else {
+                        Fitted::Keep(Value::Object(o))
                     }
-                    Value::Null => Fitted::Keep(Value::Null),
-                    other => Fitted::Away(other),
                 }
-            } else {
-                fit_item(item, shape.kind, shape.complex, shape.codes, path, ctx)
-            };
-            match fitted {
-                Fitted::Keep(v) => kept.push(v),
-                Fitted::Away(v) => away.push((path.clone(), v)),
-                Fitted::Empty => ctx.report.dropped_empty += 1,
+                Value::Null => Fitted::Keep(Value::Null),
+                other => Fitted::Away(other),
             }
-        }
-        path.truncate(parent_len);
-        match (shape.array, kept.len()) {
-            (_, 0) => {}
-            (true, _) => {
-                map.insert(key, Value::Array(kept));
+        };
+        let mut settle = |fitted: Fitted, path: &String, ctx: &mut Ctx| match fitted {
+            Fitted::Keep(v) => Some(v),
+            Fitted::Away(v) => {
+                away.push((path.clone(), v));
+                None
             }
-            (false, _) => {
-                if let Some(v) = kept.pop() {
+            Fitted::Empty => {
+                ctx.report.dropped_empty += 1;
+                None
+            }
+        };
+        match (shape.array, value) {
+            (true, value) => {
+                let items = match value {
+                    Value::Array(items) => items,
+                    single => vec![single],
+                };
+                let mut kept = Vec::with_capacity(items.len());
+                for item in items {
+                    let fitted = fit_one(item, path, ctx);
+                    kept.extend(settle(fitted, path, ctx));
+                }
+                if !kept.is_empty() {
+                    map.insert(key, Value::Array(kept));
+                }
+            }
+            (false, Value::Array(items)) if items.len() != 1 => away.push((path.clone(), Value::Array(items))),
+            (false, value) => {
+                let single = match value {
+                    Value::Array(mut items) => items.pop().unwrap_or(Value::Null),
+                    single => single,
+                };
+                let fitted = fit_one(single, path, ctx);
+                if let Some(v) = settle(fitted, path, ctx) {
                     map.insert(key, v);
                 }
             }
         }
+        path.truncate(parent_len);
     }
     if away.is_empty() {
         return;
