@@ -8,6 +8,7 @@ pub mod dedup;
 pub mod fhirpath;
 pub mod index;
 pub mod labels;
+pub mod member_match;
 pub mod normalize;
 pub mod outcome;
 pub mod references;

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fetch;
 pub mod health;
 pub mod ids;
+pub mod import;
 pub mod jobs;
 pub mod portal;
 mod refresh;

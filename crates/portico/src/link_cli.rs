@@ -31,6 +31,36 @@ pub enum LinkCommand {
     /// The vault's encryption keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Payer-to-payer: fetch a member's history through a connection (to their previous
+    /// health plan) and load it into this Portico's store, with Provenance naming the old plan.
+    /// Re-running it writes only what changed.
+    Import(LinkImportArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct LinkImportArgs {
+    /// The connection to the old plan (con_…).
+    #[arg(long)]
+    pub connection: String,
+    /// The member's Patient id in this Portico: references to the old plan's Patient point
+    /// there, and the old Patient is not copied. Without it, the old Patient is copied too.
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// The Portico store to import into.
+    #[command(flatten)]
+    pub target: crate::DbArgs,
+    /// Link's database (`postgres://…` or a SQLite file).
+    #[arg(long = "link-database-url", env = "PORTICO_LINK_DATABASE_URL", default_value = "portico-data/link.db")]
+    pub link_database_url: String,
+    /// Link's settings file.
+    #[arg(long = "link-config", env = "PORTICO_LINK_CONFIG")]
+    pub link_config: Option<PathBuf>,
+    /// Link's vault key file (when PORTICO_LINK_KEY is not set).
+    #[arg(long = "link-key-file", env = "PORTICO_LINK_KEY_FILE", default_value = "portico-data/link.keys")]
+    pub link_key_file: PathBuf,
+    /// This Portico's FHIR base URL (for the store's absolute references).
+    #[arg(long, env = "PORTICO_BASE_URL", default_value = "http://127.0.0.1:8080/fhir")]
+    pub base_url: String,
 }
 
 #[derive(Args, Clone)]
@@ -320,7 +350,52 @@ pub async fn run(command: LinkCommand) -> Result<(), RunError> {
             Ok(())
         }
         LinkCommand::Keys(KeysCommand::Rotate { db }) => rotate(&db).await,
+        LinkCommand::Import(args) => import(args).await,
     }
+}
+
+async fn import(args: LinkImportArgs) -> Result<(), RunError> {
+    let connection: link::ids::ConnectionId = args
+        .connection
+        .parse()
+        .map_err(|_| RunError::Config(format!("'{}' is not a connection id (con_…)", args.connection)))?;
+    if let Some(p) = &args.patient {
+        if !fhir::search::is_valid_id(p) {
+            return Err(RunError::Config(format!("'{p}' is not a FHIR id")));
+        }
+    }
+    let db = LinkDbArgs {
+        database_url: args.link_database_url.clone(),
+        config: args.link_config.clone(),
+        key_file: args.link_key_file.clone(),
+        base_url: None,
+    };
+    let link = open_admin(&db).await?;
+    let fetched = link.fetch_for_import(&connection).await;
+    link.close().await;
+    let (source, bundle) = fetched.map_err(link_error)?;
+    let plan = link::import::plan_import(&bundle, &source, args.patient.as_deref()).map_err(link_error)?;
+    let store = crate::run::open_store(&args.target, &args.base_url, 16).await?;
+    if let Some(p) = &args.patient {
+        if !matches!(store.read("Patient", p).await?, store::ReadOutcome::Found(_)) {
+            store.close().await;
+            return Err(RunError::Config(format!("Patient/{p} is not in the target store")));
+        }
+    }
+    let count = plan.resources.len();
+    let stats = store.import(plan.resources).await;
+    store.close().await;
+    let stats = stats?;
+    print_json(&json!({
+        "connection": connection.as_str(),
+        "source": source.fhir_base,
+        "patient": args.patient,
+        "resources": count,
+        "written": stats.written,
+        "unchanged": stats.unchanged,
+        "byType": plan.counts,
+    }));
+    Ok(())
 }
 
 async fn rotate(db: &LinkDbArgs) -> Result<(), RunError> {

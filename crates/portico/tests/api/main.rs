@@ -18,6 +18,7 @@ mod link_convert;
 mod link_faults;
 mod link_security;
 mod link_vault;
+mod payer_to_payer;
 mod search_oracle;
 mod smart;
 mod transactions;

@@ -93,6 +93,9 @@ pub fn capability_statement(base_url: &str, oauth_uris: &[(&str, String)]) -> Va
                 resource["operation"] = json!([{
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+                }, {
+                    "name": "member-match",
+                    "definition": "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match"
                 }]);
             }
             resource

@@ -5,6 +5,7 @@ mod audit_events;
 mod bundles;
 mod guard;
 mod instance;
+mod member_match;
 pub mod metadata;
 mod search;
 mod system;

@@ -39,6 +39,9 @@ pub async fn search_post(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    if rtype == "Patient" && op == "$member-match" {
+        return super::member_match::member_match(&state, &access, &body).await;
+    }
     if op != "_search" {
         return Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
