@@ -146,10 +146,16 @@ impl AuthServer {
             return Err(metadata_error("system/ scopes are only for backend services using private_key_jwt"));
         }
         let person_facing = scopes.clinical().any(|c| c.context != Context::System) || scopes.contains(&Scope::OpenId);
-        if person_facing && spec.redirect_uris.is_empty() && !spec.ehr_launcher {
+        // A confidential client without redirect URIs is a helper service: it never runs a
+        // sign-in (nothing can match an empty list) and receives tokens only by token exchange.
+        if person_facing
+            && spec.redirect_uris.is_empty()
+            && !spec.ehr_launcher
+            && spec.client_type == ClientType::Public
+        {
             return Err(OAuthError::new(
                 ErrorCode::InvalidRedirectUri,
-                "redirect_uris are required for apps people sign in to",
+                "redirect_uris are required for public apps (only a confidential helper service may have none)",
             ));
         }
         check_https_url("logo_uri", &spec.logo_uri)?;

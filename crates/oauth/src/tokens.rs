@@ -31,6 +31,12 @@ pub struct TokenResponse {
     pub need_patient_banner: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smart_style_url: Option<String>,
+    /// Token exchange (RFC 8693 §2.2.1): the type of the token issued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+    /// Token exchange: the grants involved, for the audit trail (never sent).
+    #[serde(skip)]
+    pub exchanged: Option<Box<crate::grant_types::token_exchange::Exchanged>>,
 }
 
 /// What to add besides the access token.
@@ -43,6 +49,9 @@ pub(crate) struct Extras<'a> {
     pub scopes: Option<&'a ScopeSet>,
     /// A backend-services token (shorter lifetime, no launch context).
     pub backend: bool,
+    /// The token may live no later than this (epoch seconds): an exchanged token ends with its
+    /// subject token.
+    pub not_after: Option<i64>,
 }
 
 impl AuthServer {
@@ -60,7 +69,11 @@ impl AuthServer {
     /// (and tests) that create grants directly. The grant's rules apply as to any token.
     pub async fn access_token_for(&self, grant: &Grant) -> Result<TokenResponse, OAuthError> {
         let backend = grant.user_id.is_none();
-        self.token_response(grant, Extras { refresh_token: None, id_token: None, scopes: None, backend }).await
+        self.token_response(
+            grant,
+            Extras { refresh_token: None, id_token: None, scopes: None, backend, not_after: None },
+        )
+        .await
     }
 
     /// Like [`Self::access_token_for`], with a refresh token when the grant allows one
@@ -69,7 +82,8 @@ impl AuthServer {
         let refresh_token =
             if Self::grant_refreshes(grant) { Some(self.new_refresh_token(grant).await?) } else { None };
         let backend = grant.user_id.is_none();
-        self.token_response(grant, Extras { refresh_token, id_token: None, scopes: None, backend }).await
+        self.token_response(grant, Extras { refresh_token, id_token: None, scopes: None, backend, not_after: None })
+            .await
     }
 
     /// Does this grant get refresh tokens (`offline_access` or `online_access`, and a person)?
@@ -84,6 +98,9 @@ impl AuthServer {
         let mut exp = now + ttl.max(1);
         if let Some(grant_end) = grant.expires_at {
             exp = exp.min(grant_end);
+        }
+        if let Some(limit) = extras.not_after {
+            exp = exp.min(limit);
         }
         if exp <= now {
             return Err(OAuthError::invalid_grant("the authorization has expired"));
@@ -129,11 +146,13 @@ impl AuthServer {
                 grant.need_patient_banner
             },
             smart_style_url: grant.smart_style_url.clone(),
+            issued_token_type: None,
+            exchanged: None,
         })
     }
 
     /// The signed-in user's FHIR resource (`Patient/123`), if they have one.
-    async fn fhir_user_of(&self, grant: &Grant) -> Result<Option<String>, OAuthError> {
+    pub(crate) async fn fhir_user_of(&self, grant: &Grant) -> Result<Option<String>, OAuthError> {
         let Some(user_id) = &grant.user_id else { return Ok(None) };
         Ok(self.inner.store.user(user_id).await?.and_then(|u| u.fhir_user))
     }

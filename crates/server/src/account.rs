@@ -143,6 +143,17 @@ struct GrantView {
     until: String,
     permissions: Vec<String>,
     withheld: String,
+    /// Token exchange: access this app passed on to helper services (child grants).
+    shared: Vec<SharedView>,
+}
+
+/// A child grant: "shared by App X with Service Y".
+struct SharedView {
+    grant_id: String,
+    line: String,
+    live: bool,
+    status: String,
+    permissions: Vec<String>,
 }
 
 #[derive(Template)]
@@ -183,23 +194,54 @@ async fn apps_page(State(state): State<AppState>, headers: HeaderMap, Query(noti
     };
     let now = state.auth.now();
     let grants = state.store.grants_for_user(&user.user_id).await.map_err(PageError::from)?;
-    let mut views = Vec::new();
     let mut names: HashMap<String, (String, OwnerType)> = HashMap::new();
-    for g in grants {
+    for g in &grants {
         let client = g.client_id.to_string();
-        if !names.contains_key(&client) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(client) {
             let found = state.store.client(&g.client_id).await.map_err(PageError::from)?;
-            let entry = found.map_or((client.clone(), OwnerType::IndependentDeveloper), |c| (c.name, c.owner_type));
-            names.insert(client.clone(), entry);
+            let entry =
+                found.map_or((g.client_id.to_string(), OwnerType::IndependentDeveloper), |c| (c.name, c.owner_type));
+            slot.insert(entry);
         }
-        let (app_name, owner) =
-            names.get(&client).cloned().unwrap_or((client.clone(), OwnerType::IndependentDeveloper));
+    }
+    let name_of = |g: &store::auth::Grant| {
+        names.get(g.client_id.as_str()).cloned().unwrap_or((g.client_id.to_string(), OwnerType::IndependentDeveloper))
+    };
+    let by_id: HashMap<&str, &store::auth::Grant> = grants.iter().map(|g| (g.grant_id.as_str(), g)).collect();
+    // The grant a child hangs under on the page: its top ancestor among this person's grants.
+    let root_of = |g: &store::auth::Grant| {
+        let mut at = g;
+        while let Some(parent) = at.parent_grant_id.as_ref().and_then(|p| by_id.get(p.as_str())) {
+            at = parent;
+        }
+        at.grant_id.to_string()
+    };
+    let mut views: Vec<GrantView> = Vec::new();
+    let mut children: HashMap<String, Vec<SharedView>> = HashMap::new();
+    for g in &grants {
+        let (app_name, owner) = name_of(g);
         let live = g.is_live(now);
         let ended = match (g.revoked_at, g.expires_at) {
             (Some(at), _) => format!("Revoked {}", when(at)),
             (None, Some(at)) => format!("Expired {}", when(at)),
             (None, None) => "Ended".into(),
         };
+        if let Some(parent) = g.parent_grant_id.as_ref().and_then(|p| by_id.get(p.as_str())) {
+            let (by, _) = name_of(parent);
+            let status = if live {
+                format!("Active until {}", g.expires_at.map_or_else(|| "the app's access ends".into(), when))
+            } else {
+                ended
+            };
+            children.entry(root_of(g)).or_default().push(SharedView {
+                grant_id: g.grant_id.to_string(),
+                line: format!("Shared by {by} with {app_name}"),
+                live,
+                status,
+                permissions: permissions(&g.scopes),
+            });
+            continue;
+        }
         let patient = match &g.patient_id {
             Some(p) => state
                 .auth
@@ -224,7 +266,14 @@ async fn apps_page(State(state): State<AppState>, headers: HeaderMap, Query(noti
             until: g.expires_at.map_or_else(|| "You revoke it".into(), when),
             permissions: permissions(&g.scopes),
             withheld: withheld.join(", "),
+            shared: Vec::new(),
         });
+    }
+    for view in &mut views {
+        if let Some(mut shared) = children.remove(&view.grant_id) {
+            shared.sort_by_key(|s| !s.live);
+            view.shared = shared;
+        }
     }
     // Connected ones first, newest first within each group (the store's order).
     views.sort_by_key(|v| !v.live);
@@ -354,6 +403,7 @@ fn describe_interaction(interaction: &str, resource_type: Option<&str>) -> Strin
         "update" => format!("Changed {noun}"),
         "delete" => format!("Deleted {noun}"),
         "operation" => "Downloaded the whole record".into(),
+        "token-exchange" => "Was given part of another app's access (token exchange)".into(),
         other => format!("{other} {noun}"),
     }
 }

@@ -50,7 +50,13 @@ impl AuthServer {
             if Self::grant_refreshes(&grant) { Some(self.new_refresh_token(&grant).await?) } else { None };
         self.token_response(
             &grant,
-            Extras { refresh_token, id_token: Some(redemption.nonce.as_deref()), scopes: None, backend: false },
+            Extras {
+                refresh_token,
+                id_token: Some(redemption.nonce.as_deref()),
+                scopes: None,
+                backend: false,
+                not_after: None,
+            },
         )
         .await
     }

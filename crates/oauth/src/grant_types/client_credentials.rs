@@ -49,6 +49,10 @@ impl AuthServer {
                 ..NewGrant::new(client.client.client_id.clone(), granted)
             })
             .await?;
-        self.token_response(&grant, Extras { refresh_token: None, id_token: None, scopes: None, backend: true }).await
+        self.token_response(
+            &grant,
+            Extras { refresh_token: None, id_token: None, scopes: None, backend: true, not_after: None },
+        )
+        .await
     }
 }

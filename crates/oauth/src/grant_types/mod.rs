@@ -3,6 +3,7 @@
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
+pub mod token_exchange;
 
 use crate::client_auth::{AuthenticatedClient, ClientCredentials};
 use crate::error::{ErrorCode, OAuthError};
@@ -18,6 +19,13 @@ pub struct TokenRequest {
     pub code_verifier: Option<String>,
     pub refresh_token: Option<String>,
     pub scope: Option<String>,
+    /// Token exchange (RFC 8693).
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub actor_token: Option<String>,
+    pub actor_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
+    pub audience: Option<String>,
     pub credentials: ClientCredentials,
 }
 
@@ -26,10 +34,16 @@ impl AuthServer {
     pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse, OAuthError> {
         let grant_type =
             request.grant_type.as_deref().ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
-        if !matches!(grant_type, "authorization_code" | "refresh_token" | "client_credentials") {
+        if !matches!(
+            grant_type,
+            "authorization_code" | "refresh_token" | "client_credentials" | token_exchange::GRANT_TYPE
+        ) {
             return Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                format!("grant_type {grant_type:?} is not supported (authorization_code, refresh_token, client_credentials)"),
+                format!(
+                    "grant_type {grant_type:?} is not supported (authorization_code, refresh_token, client_credentials, {})",
+                    token_exchange::GRANT_TYPE
+                ),
             ));
         }
         // RFC 6749 §6: only confidential clients authenticate to refresh; a public client's
@@ -43,6 +57,7 @@ impl AuthServer {
         match grant_type {
             "authorization_code" => self.exchange_code(&client, &request).await,
             "refresh_token" => self.refresh(&client, &request).await,
+            token_exchange::GRANT_TYPE => self.token_exchange(&client, &request).await,
             _ => self.client_credentials(&client, &request).await,
         }
     }

@@ -85,7 +85,13 @@ impl AuthServer {
             })?;
         self.token_response(
             &grant,
-            Extras { refresh_token: Some(new_token), id_token: None, scopes: narrowed.as_ref(), backend: false },
+            Extras {
+                refresh_token: Some(new_token),
+                id_token: None,
+                scopes: narrowed.as_ref(),
+                backend: false,
+                not_after: None,
+            },
         )
         .await
     }

@@ -21,4 +21,5 @@ mod link_vault;
 mod payer_to_payer;
 mod search_oracle;
 mod smart;
+mod token_exchange;
 mod transactions;

@@ -26,10 +26,40 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Byte
         code_verifier: take(&mut pairs, "code_verifier"),
         refresh_token: take(&mut pairs, "refresh_token"),
         scope: take(&mut pairs, "scope"),
+        subject_token: take(&mut pairs, "subject_token"),
+        subject_token_type: take(&mut pairs, "subject_token_type"),
+        actor_token: take(&mut pairs, "actor_token"),
+        actor_token_type: take(&mut pairs, "actor_token_type"),
+        requested_token_type: take(&mut pairs, "requested_token_type"),
+        audience: take(&mut pairs, "audience"),
         credentials,
     };
-    let response = state.auth.token(request).await?;
+    let mut response = state.auth.token(request).await?;
+    if let Some(exchanged) = response.exchanged.take() {
+        state.audit.record(exchange_record(&exchanged, store::clock::epoch_ms(state.store.clock().now())));
+    }
     Ok(json_no_store(StatusCode::OK, &response))
+}
+
+/// The audit entry of a token exchange: who shared what with which service.
+fn exchange_record(e: &oauth::grant_types::token_exchange::Exchanged, now_ms: i64) -> store::AuditRecord {
+    store::AuditRecord {
+        recorded_ms: now_ms,
+        interaction: "token-exchange".into(),
+        action: "E".into(),
+        outcome: 0,
+        status: 200,
+        user_id: e.child.user_id.as_ref().map(ToString::to_string),
+        fhir_user: e.fhir_user.clone(),
+        client_id: Some(e.child.client_id.to_string()),
+        grant_id: Some(e.child.grant_id.to_string()),
+        patient_id: e.child.patient_id.as_ref().map(ToString::to_string),
+        detail: Some(format!(
+            "{} shared access with {} (grant {} under {}): {}",
+            e.app_name, e.service_name, e.child.grant_id, e.parent.grant_id, e.child.scopes
+        )),
+        ..Default::default()
+    }
 }
 
 /// `POST /auth/introspect` (RFC 7662): client authentication, or a bearer token.
