@@ -261,6 +261,29 @@ impl AuthServer {
         Ok(Access::new(Principal::Person(user), Some(token), scopes, patient, user_patients, withheld))
     }
 
+    /// The access a grant gives with `scopes` (a subscription's creating token's), outside any
+    /// request: what a subscription notification may carry. The person's patient list is read
+    /// fresh, so it is the list as it is at delivery time. `None` when the grant is not live.
+    pub async fn access_for_grant(
+        &self,
+        grant_id: &auth::GrantId,
+        scopes: ScopeSet,
+    ) -> Result<Option<Access>, OAuthError> {
+        let Some(grant) = self.inner.store.live_grant(grant_id).await? else { return Ok(None) };
+        let scopes = scopes.intersect(&grant.scopes);
+        let withheld = Arc::new(withheld_codes(&grant.withheld));
+        let patient = grant.patient_id.as_ref().map(|p| p.to_string());
+        let Some(user_id) = grant.user_id.clone() else {
+            return Ok(Some(Access::new(Principal::Service, None, scopes, None, None, withheld)));
+        };
+        let Some(user) = self.inner.store.user(&user_id).await? else { return Ok(None) };
+        let user_patients = match user.role {
+            Role::Admin => None,
+            Role::Patient | Role::Practitioner => Some(Arc::new(self.patient_ids_for(&user).await?)),
+        };
+        Ok(Some(Access::new(Principal::Person(Arc::new(user)), None, scopes, patient, user_patients, withheld)))
+    }
+
     async fn cached_user(&self, user_id: &auth::UserId) -> Result<Arc<User>, OAuthError> {
         if let Some(u) = self.inner.users.get(user_id) {
             return Ok(u);

@@ -66,6 +66,8 @@ pub struct FileConfig {
     pub auth: oauth::AuthConfig,
     #[serde(default)]
     pub labels: LabelsConfig,
+    #[serde(default)]
+    pub subscriptions: server::SubscriptionsConfig,
 }
 
 /// `[labels]`: the sensitivity labeler applied on every write and import.
@@ -104,6 +106,7 @@ pub fn server_config(args: &ServeArgs, base_url: String) -> Result<ServerConfig,
         max_body_bytes: args.max_body_bytes,
         auth: file.auth,
         dev_open_access: args.dev_open_access,
+        subscriptions: file.subscriptions,
         ..ServerConfig::default()
     })
 }

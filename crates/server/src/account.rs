@@ -145,6 +145,8 @@ struct GrantView {
     withheld: String,
     /// Token exchange: access this app passed on to helper services (child grants).
     shared: Vec<SharedView>,
+    /// Subscriptions (pushed updates) running under this grant.
+    subscriptions: Vec<String>,
 }
 
 /// A child grant: "shared by App X with Service Y".
@@ -267,9 +269,25 @@ async fn apps_page(State(state): State<AppState>, headers: HeaderMap, Query(noti
             permissions: permissions(&g.scopes),
             withheld: withheld.join(", "),
             shared: Vec::new(),
+            subscriptions: Vec::new(),
         });
     }
+    let live_ids: Vec<&str> = views.iter().filter(|v| v.live).map(|v| v.grant_id.as_str()).collect();
+    let subs = state.store.subscriptions_of_grants(&live_ids).await.map_err(PageError::from)?;
+    let mut subs_by_grant: HashMap<String, Vec<String>> = HashMap::new();
+    for sub in subs.iter().filter(|s| s.status != store::subscriptions::SubscriptionStatus::Off) {
+        let topic = subscriptions::topics::by_url(&sub.topic).map_or(sub.topic.as_str(), |t| t.title);
+        let host = reqwest_host(&sub.endpoint);
+        let until = sub.end_at.map_or_else(String::new, |e| format!(", until {}", when(e)));
+        subs_by_grant
+            .entry(sub.grant_id.to_string())
+            .or_default()
+            .push(format!("Sends updates: {topic} — to {host} ({}{until})", sub.status.as_str()));
+    }
     for view in &mut views {
+        if let Some(list) = subs_by_grant.remove(&view.grant_id) {
+            view.subscriptions = list;
+        }
         if let Some(mut shared) = children.remove(&view.grant_id) {
             shared.sort_by_key(|s| !s.live);
             view.shared = shared;
@@ -280,6 +298,16 @@ async fn apps_page(State(state): State<AppState>, headers: HeaderMap, Query(noti
     let user_name = state.auth.display_name(user.fhir_user.as_deref()).await.unwrap_or_else(|| user.username.clone());
     let notice = notice.revoked.map(|app| format!("{app} can no longer reach your records."));
     Ok(html(StatusCode::OK, &AppsPage { current: "apps", csrf: csrf_for(&session), user_name, notice, grants: views }))
+}
+
+/// The host a subscription sends to (never its path or query, which may carry secrets).
+fn reqwest_host(endpoint: &str) -> String {
+    endpoint
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split(['/', '?', '#']).next())
+        .unwrap_or("an app server")
+        .to_owned()
 }
 
 /// Plain-language lines for a grant's scopes (launch context scopes are not permissions).

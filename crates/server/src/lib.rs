@@ -24,7 +24,7 @@ use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
 pub use audit::AuditLog;
-pub use config::ServerConfig;
+pub use config::{ServerConfig, SubscriptionsConfig};
 pub use error::ApiError;
 use store::Store;
 
@@ -61,6 +61,23 @@ impl AppState {
         let auth = AuthServer::new(store.clone(), config.auth.clone()).await?;
         let capability = fhir_api::metadata::capability_statement(&config.base_url, &auth.oauth_uris()).to_string();
         let audit = AuditLog::start(store.clone());
+        if config.subscriptions.enabled {
+            let s = &config.subscriptions;
+            let notifier = subscriptions::Notifier::new(
+                store.clone(),
+                auth.clone(),
+                config.auth.fhir_base_url.clone(),
+                subscriptions::NotifierConfig {
+                    lease_ms: s.lease_ms.max(100),
+                    poll_ms: s.poll_ms.max(10),
+                    failures_before_error: s.failures_before_error.max(1),
+                    max_backoff_ms: s.max_backoff_ms.max(100),
+                    ..subscriptions::NotifierConfig::default()
+                },
+            )
+            .map_err(OAuthError::internal)?;
+            notifier.spawn();
+        }
         Ok(AppState(Arc::new(Shared {
             store,
             config: Arc::new(config),

@@ -17,6 +17,7 @@ mod indexes;
 mod read;
 pub mod restrict;
 mod search;
+pub mod subscriptions;
 mod write;
 
 use std::sync::Arc;
@@ -120,6 +121,9 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     registry: &'static fhir::Registry,
     cache: Option<Arc<cache::Cache>>,
+    /// Signalled after every committed write in this process (wakes the subscription
+    /// dispatcher without polling).
+    commits: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -137,11 +141,23 @@ impl Store {
         if let Some(cache) = &cache {
             spawn_commit_poller(pool.clone(), Arc::downgrade(cache));
         }
-        Ok(Store { pool, options: Arc::new(options), clock, registry: fhir::Registry::r4(), cache })
+        Ok(Store {
+            pool,
+            options: Arc::new(options),
+            clock,
+            registry: fhir::Registry::r4(),
+            cache,
+            commits: Arc::new(tokio::sync::Notify::new()),
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
         self.pool.dialect()
+    }
+
+    /// Woken (one permit) after each write this process commits.
+    pub fn commit_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.commits.clone()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

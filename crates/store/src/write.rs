@@ -232,6 +232,9 @@ impl Store {
         if let (Some(cache), Some(seq)) = (&self.cache, seq) {
             cache.committed(seq);
         }
+        if seq.is_some() {
+            self.commits.notify_one();
+        }
     }
 
     /// Check a request and fix its type and id.

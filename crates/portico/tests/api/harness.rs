@@ -114,6 +114,9 @@ impl TestServer {
         let clock = Arc::new(ManualClock::new());
         let store = Store::connect(&database_url, options, clock.clone()).await.expect("connect store");
         let mut config = ServerConfig { base_url: base.clone(), ..ServerConfig::default() };
+        // Test receivers listen on loopback; the worker looks for work often.
+        config.subscriptions.allow_loopback_http = true;
+        config.subscriptions.poll_ms = 50;
         tweak(&mut config);
         let state = AppState::new(store.clone(), config).await.expect("server state");
         let auth = state.auth.clone();

@@ -21,5 +21,6 @@ mod link_vault;
 mod payer_to_payer;
 mod search_oracle;
 mod smart;
+mod subscriptions;
 mod token_exchange;
 mod transactions;

@@ -104,9 +104,20 @@ async fn narrower_token_for_a_service(backend: Backend) {
     assert_eq!(shared.patient_id.as_deref(), Some("p1"));
     assert!(shared.detail.as_deref().unwrap().contains("App growth shared access with App cds"), "{shared:?}");
 
+    // A subscription made with the app's token is listed under the app too.
+    let sub = serde_json::json!({
+        "resourceType": "Subscription", "status": "requested", "reason": "labs",
+        "criteria": "https://portico.dev/fhir/SubscriptionTopic/lab-result-added",
+        "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hook", "payload": "application/fhir+json"}
+    });
+    let r = server.client.post(server.url("Subscription")).bearer_auth(subject).json(&sub).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let sub_id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+
     // Connected apps shows it under the app that shared it, and the parent's revocation ends it.
     let page = browser.get(&format!("{}/account/apps", server.origin)).await;
     assert_eq!(page.status, 200);
+    assert!(page.body.contains("Sends updates: A laboratory result added — to 127.0.0.1:9"), "{}", page.body);
     assert!(page.body.contains("Shared by App growth with App cds"), "{}", page.body);
     assert_eq!(page.body.matches("<section class=\"grant\"").count(), 1, "children are not separate apps");
     let r = server
@@ -118,6 +129,8 @@ async fn narrower_token_for_a_service(backend: Backend) {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(fhir_get(&server, narrow, "Observation/o1").await.0, 401, "the child dies with its parent");
+    let off = server.store.subscription(&sub_id).await.unwrap().unwrap();
+    assert_eq!(off.status, store::subscriptions::SubscriptionStatus::Off, "subscriptions end with the grant");
     assert_eq!(fhir_get(&server, both["access_token"].as_str().unwrap(), "Observation/o1").await.0, 401);
     let (status, dead) = exchange_for(&server, subject, "cds", None).await;
     assert_eq!((status, dead["error"].as_str()), (400, Some("invalid_request")), "{dead}");

@@ -30,6 +30,14 @@ pub async fn read_or_type_history(
     if rtype == "AuditEvent" {
         return super::audit_events::read(&state, &access, &id).await;
     }
+    if rtype == "Subscription" {
+        return super::subscriptions::read(&state, &access, &id).await;
+    }
+    if rtype == "Basic" {
+        if let Some(topic) = super::subscriptions::topic(&id) {
+            return Ok(topic);
+        }
+    }
     // One statement reads the resource within the caller's view; only when that finds nothing
     // does the slower check decide between 403 (a granular scope excludes it) and 404.
     let restriction = guard::restriction(&access, &rtype, Interaction::Read)?;
@@ -71,6 +79,13 @@ pub async fn operation(
     known_type(&state, &rtype)?;
     possible_id(&rtype, &id)?;
     match (rtype.as_str(), op.as_str()) {
+        ("Subscription", "$status") => super::subscriptions::status(&state, &access, &id).await,
+        ("Subscription", "$events") => {
+            let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            super::subscriptions::events(&state, &access, &id, &pairs).await
+        }
         (_, "_history") => {
             let restriction = guard::one(&state, &access, &rtype, &id, Interaction::Read).await?;
             bundles::history(&state, store::HistoryScope::Instance(rtype, id), query.as_deref(), &restriction).await

@@ -49,6 +49,38 @@ fn security(oauth_uris: &[(&str, String)]) -> Value {
     })
 }
 
+/// Subscriptions are topic-based (the R5 Backport IG): create, read, search and delete, the
+/// backport's operations, and every topic by its canonical URL.
+fn subscription_capability() -> Value {
+    let mut extension: Vec<Value> = subscriptions::topics::TOPICS
+        .iter()
+        .map(|t| {
+            json!({
+                "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
+                "valueCanonical": t.url(),
+            })
+        })
+        .collect();
+    extension.push(json!({
+        "url": "http://hl7.org/fhir/StructureDefinition/capabilitystatement-expectation",
+        "valueCode": "SHALL",
+    }));
+    json!({
+        "type": "Subscription",
+        "extension": extension,
+        "supportedProfile": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"],
+        "interaction": [{"code": "create"}, {"code": "read"}, {"code": "delete"}, {"code": "search-type"}],
+        "versioning": "no-version",
+        "operation": [{
+            "name": "status",
+            "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"
+        }, {
+            "name": "events",
+            "definition": "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-events"
+        }],
+    })
+}
+
 pub fn capability_statement(base_url: &str, oauth_uris: &[(&str, String)]) -> Value {
     let registry = fhir::Registry::r4();
     let interactions: Vec<Value> =
@@ -97,6 +129,9 @@ pub fn capability_statement(base_url: &str, oauth_uris: &[(&str, String)]) -> Va
                     "name": "member-match",
                     "definition": "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match"
                 }]);
+            }
+            if rtype == "Subscription" {
+                resource = subscription_capability();
             }
             resource
         })

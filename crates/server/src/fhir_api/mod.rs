@@ -8,6 +8,7 @@ mod instance;
 mod member_match;
 pub mod metadata;
 mod search;
+mod subscriptions;
 mod system;
 
 mod writes;

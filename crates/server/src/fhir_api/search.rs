@@ -72,6 +72,9 @@ async fn run(
     if rtype == "AuditEvent" {
         return super::audit_events::search(state, access, &pairs).await;
     }
+    if rtype == "Subscription" {
+        return super::subscriptions::search(state, access).await;
+    }
     let restriction = guard::restriction(access, rtype, Interaction::Search)?;
     let prefer = Prefer::from_headers(headers);
     let handling = if prefer.lenient { Handling::Lenient } else { Handling::Strict };

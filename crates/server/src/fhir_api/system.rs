@@ -132,6 +132,11 @@ async fn check_entry(state: &AppState, access: &Access, entry: &Value) -> Result
     };
     let writes = matches!(method, "POST" | "PUT" | "DELETE");
     let body_type = resource.and_then(|r| r.get("resourceType")).and_then(Value::as_str);
+    if writes && (rtype == "Subscription" || body_type == Some("Subscription")) {
+        return Ok(Err(guard::forbidden(
+            "a Subscription is created with POST [base]/Subscription, not inside a Bundle",
+        )));
+    }
     if writes && (rtype == "AuditEvent" || body_type == Some("AuditEvent")) {
         return Ok(Err(guard::forbidden(
             "AuditEvent resources are written by the server; they cannot be created or changed",

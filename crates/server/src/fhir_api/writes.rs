@@ -24,6 +24,10 @@ pub async fn create(
     body: FhirBody,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    if rtype == "Subscription" {
+        check_type(&body.value, &rtype)?;
+        return super::subscriptions::create(&state, &access, &body.value).await;
+    }
     server_written(&rtype)?;
     check_type(&body.value, &rtype)?;
     let restriction = guard::restriction(&access, &rtype, Interaction::Create)?;
@@ -111,6 +115,11 @@ pub async fn delete(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     known_type(&state, &rtype)?;
+    if rtype == "Subscription" {
+        no_body(&body)?;
+        possible_id(&rtype, &id)?;
+        return super::subscriptions::delete(&state, &access, &id).await;
+    }
     server_written(&rtype)?;
     no_body(&body)?;
     possible_id(&rtype, &id)?;
@@ -176,8 +185,12 @@ fn no_body(body: &Bytes) -> Result<(), ApiError> {
     }
 }
 
-/// The audit trail is written by the server alone.
+/// The audit trail is written by the server alone; subscriptions have their own create and
+/// delete (they are not stored resources, so they have no update, conditional or not).
 fn server_written(rtype: &str) -> Result<(), ApiError> {
+    if rtype == "Subscription" {
+        return Err(super::subscriptions::update_refused());
+    }
     if rtype == "AuditEvent" {
         Err(guard::forbidden("AuditEvent resources are written by the server; they cannot be created or changed"))
     } else {

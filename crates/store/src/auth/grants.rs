@@ -190,6 +190,11 @@ pub(super) async fn revoke_tree(conn: &mut Conn<'_>, roots: &[String], now: i64,
         let mut sql = Sql::new(conn.dialect());
         sql.push("DELETE FROM auth_codes WHERE used_at IS NULL AND grant_id IN ").bind_list(ids());
         execute(conn, &sql).await?;
+        // Everything long-lived under the grant ends with it, in the same transaction.
+        let mut sql = Sql::new(conn.dialect());
+        sql.push("UPDATE subscriptions SET status = 'off', error = 'the authorization was revoked' WHERE status <> 'off' AND grant_id IN ")
+            .bind_list(ids());
+        execute(conn, &sql).await?;
         if conn.dialect() == Dialect::Postgres {
             for id in chunk {
                 let mut sql = Sql::new(conn.dialect());

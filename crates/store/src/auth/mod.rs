@@ -129,7 +129,7 @@ type Result<T> = std::result::Result<T, AuthStoreError>;
 
 impl Store {
     /// The store clock's current time in epoch seconds.
-    fn now_secs(&self) -> i64 {
+    pub(crate) fn now_secs(&self) -> i64 {
         self.clock.now().unix_timestamp()
     }
 }
