@@ -9,7 +9,6 @@
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -19,14 +18,13 @@ import { after, before, test } from "node:test";
 import {
   CHROMIUM_ARGS,
   CHROMIUM_BIN,
-  HERE,
   PORTICO_BIN,
   SCREENSHOT_DIR,
   accessibilityProblems,
-  envFlag,
   openPage,
   startPortico,
   waitForPath,
+  browserPrerequisites,
 } from "./support.mjs";
 
 const PASSWORD = "portico-demo";
@@ -34,16 +32,7 @@ const PASSWORD = "portico-demo";
 const WITHHELD_CODES = ["F32.9", "F41.1", "F10.20"];
 const SENSITIVE_LABELS = ["PSY", "ETH"];
 
-const missing = [];
-if (!existsSync(CHROMIUM_BIN)) missing.push(`Chromium not found at ${CHROMIUM_BIN} (apt-get install chromium)`);
-if (!existsSync(PORTICO_BIN)) missing.push(`Portico binary not found at ${PORTICO_BIN} (cargo build --release -p portico)`);
-if (!existsSync(path.join(HERE, "node_modules", "playwright-core"))) missing.push("tests/browser/node_modules is missing (npm ci --prefix tests/browser)");
-const required = envFlag("PORTICO_REQUIRE_BROWSER");
-const active = missing.length === 0;
-const skip = active ? false : required ? "prerequisites missing: see the failing test" : `${missing.join("; ")}; set PORTICO_REQUIRE_BROWSER=1 to make this a failure`;
-if (!active && required) {
-  test("Link browser test prerequisites", () => assert.fail(`${missing.join("; ")} (PORTICO_REQUIRE_BROWSER=1)`));
-}
+const { active, skip } = browserPrerequisites("Link");
 
 let tmpDir;
 let demo;

@@ -11,7 +11,6 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { createSign, generateKeyPairSync, randomUUID } from "node:crypto";
-import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import http from "node:http";
 import os from "node:os";
@@ -22,16 +21,15 @@ import { promisify } from "node:util";
 import {
   CHROMIUM_ARGS,
   CHROMIUM_BIN,
-  HERE,
   PORTICO_BIN,
   SCREENSHOT_DIR,
   accessibilityProblems,
-  envFlag,
   freePort,
   openPage,
   porticoJson,
   startPortico,
   waitForPath,
+  browserPrerequisites,
 } from "./support.mjs";
 
 const PASSWORD = "portico-demo";
@@ -40,16 +38,7 @@ const WITHHELD_CODES = ["F32.9", "F41.1", "F10.20"];
 const SENSITIVE_LABELS = ["PSY", "ETH"];
 const REGULAR_POLICY = "http://hl7.org/fhir/us/davinci-hrex/StructureDefinition-hrex-consent.html#regular";
 
-const missing = [];
-if (!existsSync(CHROMIUM_BIN)) missing.push(`Chromium not found at ${CHROMIUM_BIN} (apt-get install chromium)`);
-if (!existsSync(PORTICO_BIN)) missing.push(`Portico binary not found at ${PORTICO_BIN} (cargo build --release -p portico)`);
-if (!existsSync(path.join(HERE, "node_modules", "playwright-core"))) missing.push("tests/browser/node_modules is missing (npm ci --prefix tests/browser)");
-const required = envFlag("PORTICO_REQUIRE_BROWSER");
-const active = missing.length === 0;
-const skip = active ? false : required ? "prerequisites missing: see the failing test" : `${missing.join("; ")}; set PORTICO_REQUIRE_BROWSER=1 to make this a failure`;
-if (!active && required) {
-  test("payer-to-payer browser test prerequisites", () => assert.fail(`${missing.join("; ")} (PORTICO_REQUIRE_BROWSER=1)`));
-}
+const { active, skip } = browserPrerequisites("payer-to-payer");
 
 let tmpDir;
 let demo;

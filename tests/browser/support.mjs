@@ -2,13 +2,16 @@
 // pages and the DOM accessibility checks. Kept out of the test file so that it reads as the
 // flows a person goes through.
 
+import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { test } from "node:test";
 import { promisify } from "node:util";
 
 const execFileAsync = promisify(execFile);
@@ -301,4 +304,21 @@ export function accessibilityProblems(page) {
     }
     return problems;
   });
+}
+
+/// What a browser suite needs (Chromium, the release binary, playwright-core). Missing pieces skip
+/// the suite with the reason, or, under PORTICO_REQUIRE_BROWSER=1, register a failing test named
+/// after the suite. Returns `{ active, skip }` for the suite's tests.
+export function browserPrerequisites(suite) {
+  const missing = [];
+  if (!existsSync(CHROMIUM_BIN)) missing.push(`Chromium not found at ${CHROMIUM_BIN} (apt-get install chromium)`);
+  if (!existsSync(PORTICO_BIN)) missing.push(`Portico binary not found at ${PORTICO_BIN} (cargo build --release -p portico)`);
+  if (!existsSync(path.join(HERE, "node_modules", "playwright-core"))) missing.push("tests/browser/node_modules is missing (npm ci --prefix tests/browser)");
+  const required = envFlag("PORTICO_REQUIRE_BROWSER");
+  const active = missing.length === 0;
+  const skip = active ? false : required ? "prerequisites missing: see the failing test" : `${missing.join("; ")}; set PORTICO_REQUIRE_BROWSER=1 to make this a failure`;
+  if (!active && required) {
+    test(`${suite} browser test prerequisites`, () => assert.fail(`${missing.join("; ")} (PORTICO_REQUIRE_BROWSER=1)`));
+  }
+  return { active, skip };
 }

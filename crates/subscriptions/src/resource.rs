@@ -113,7 +113,7 @@ pub fn accept(body: &Value, ctx: &CreateContext<'_>) -> Result<SubscriptionRecor
         Some(_) => return Err(invalid("channel.header must be a list of strings")),
     };
     let bounded = |name: &str, default: i64, lo: i64| -> Result<i64, SubscriptionError> {
-        match extension_value(Some(&Value::Object(channel.clone())), name).first() {
+        match extension_value(doc.get("channel"), name).first() {
             None => Ok(default),
             Some(e) => {
                 let v = int_value(e).ok_or_else(|| invalid(format!("{name} needs an integer value")))?;
@@ -124,7 +124,7 @@ pub fn accept(body: &Value, ctx: &CreateContext<'_>) -> Result<SubscriptionRecor
             }
         }
     };
-    let heartbeat = extension_value(Some(&Value::Object(channel.clone())), "backport-heartbeat-period")
+    let heartbeat = extension_value(doc.get("channel"), "backport-heartbeat-period")
         .first()
         .map(|e| int_value(e).ok_or_else(|| invalid("backport-heartbeat-period needs an unsignedInt")))
         .transpose()?;

@@ -264,7 +264,9 @@ async fn topics_payloads_status_and_events(backend: Backend) {
         &subscription("lab-result-added", None, &receiver.url, "full-resource", vec![]),
     )
     .await;
-    assert_eq!(receiver.of(&labs, "handshake")[0].clone(), receiver.of(&labs, "handshake")[0]);
+    let handshake = &receiver.of(&labs, "handshake")[0];
+    assert_eq!(status_param(handshake, "topic")["valueCanonical"], format!("{TOPIC}lab-result-added"));
+    assert_eq!(status_param(handshake, "events-since-subscription-start")["valueString"], "0");
     assert_eq!(
         receiver.got.lock().unwrap()[0].0.as_deref(),
         Some("Bearer receiver-secret"),
