@@ -43,6 +43,22 @@ pub fn random_token(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// `n` random decimal digits (a PIN), uniformly distributed: bytes of 250 or more are
+/// redrawn so that no digit is likelier than another.
+pub fn random_digits(n: usize) -> String {
+    let mut out = String::with_capacity(n);
+    let mut buf = [0u8; 32];
+    while out.len() < n {
+        rand_bytes::fill(&mut buf);
+        for b in buf {
+            if b < 250 && out.len() < n {
+                out.push(char::from(b'0' + b % 10));
+            }
+        }
+    }
+    out
+}
+
 mod rand_bytes {
     /// Fill from the operating system's CSPRNG (through aws-lc's RNG).
     pub fn fill(buf: &mut [u8]) {
@@ -63,6 +79,14 @@ mod rand_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_digits_are_digits() {
+        let pin = random_digits(6);
+        assert_eq!(pin.len(), 6);
+        assert!(pin.bytes().all(|b| b.is_ascii_digit()), "{pin}");
+        assert_ne!(random_digits(12), random_digits(12));
+    }
 
     #[test]
     fn hash_and_verify() {

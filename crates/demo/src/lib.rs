@@ -27,6 +27,7 @@ mod date;
 mod gen;
 mod json;
 mod rng;
+pub mod todo;
 
 use serde_json::Value;
 

@@ -111,7 +111,9 @@ pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
     let base_url = serve_args.base_url.clone().unwrap_or_else(|| format!("{origin}/fhir"));
     let store = open_store(&serve_args.db, &base_url, serve_args.cache_mb).await?;
     let data = demo::generate(&demo::DemoConfig { seed: args.seed, patients: args.patients });
-    let clinic_resources = resources(&data, None)?;
+    let mut clinic_resources = resources(&data, None)?;
+    // Open to-dos (the member's and the children's), so the banner can print a working action link.
+    clinic_resources.extend(demo::todo::prior_authorizations(&data));
     let count = clinic_resources.len();
     let stats = store.import(clinic_resources).await?;
     let accounts = data.accounts.clone();
@@ -119,6 +121,15 @@ pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
     config.demo_app = true;
     let clinic = AppState::new(store, config).await.map_err(|e| RunError::Auth(e.to_string()))?;
     let logins = crate::demo_accounts::ensure(&clinic.auth, &accounts, &origin).await?;
+    let todo = tasks::mint(
+        &clinic.store,
+        demo::todo::PRIOR_AUTH_TASK,
+        &tasks::MintRequest { policy: tasks::Policy::ClickThrough, expires_at: None },
+        &tasks::Minter::default(),
+        clinic.auth.config().origin(),
+    )
+    .await
+    .map_err(|e| RunError::Config(format!("the demo's action link: {e}")))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -141,6 +152,8 @@ pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
     println!("  SMART configuration  {base_url}/.well-known/smart-configuration");
     println!("  CapabilityStatement  {base_url}/metadata");
     println!("  Health               {origin}/healthz   {origin}/readyz");
+    println!("  A to-do link         {}", todo.url);
+    println!("                       (the member approves or declines a prior authorization; one use)");
     println!("  Database             {}", redact(&serve_args.db.database_url));
     println!();
     println!("  Sign in as (password for all: {})", crate::demo_accounts::PASSWORD);

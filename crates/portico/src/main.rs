@@ -7,6 +7,7 @@ mod demo_run;
 mod import;
 mod link_cli;
 mod run;
+mod task_link;
 mod validate;
 
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Check FHIR R4 JSON files (resources, Bundles, NDJSON) against the R4 definitions.
     Validate(validate::ValidateArgs),
+    /// Single-task action links (approve a prior authorization, sign a Consent) for one Task.
+    #[command(subcommand, name = "task-link")]
+    TaskLink(task_link::TaskLinkCommand),
     /// Link, the app developer's side: serve it, register apps, manage the directory and keys.
     #[command(subcommand)]
     Link(link_cli::LinkCommand),
@@ -181,6 +185,7 @@ fn main() -> ExitCode {
             Command::Token(c) => admin::token(c).await,
             Command::Launch(c) => admin::launch(c).await,
             Command::Link(c) => link_cli::run(c).await,
+            Command::TaskLink(c) => task_link::run(c).await,
             Command::Validate(args) => validate::run(args),
             Command::Convert(args) => convert::run(args),
         }

@@ -2,6 +2,7 @@
 //! result; they hold no business rules.
 
 mod account;
+mod action_pages;
 pub mod aggregator_demo;
 mod audit;
 pub mod config;
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(oauth_api::routes())
         .merge(account::routes())
+        .merge(action_pages::routes())
         .merge(demo_app::routes(state.config.demo_app))
         // Public FHIR-base documents: no token needed, none checked.
         .route(

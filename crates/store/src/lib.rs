@@ -6,6 +6,7 @@
 //! value of a commit sequence, which orders history and will drive sync cursors.
 
 pub mod access;
+pub mod action_links;
 mod audit;
 pub mod auth;
 mod bundle;

@@ -5,6 +5,7 @@ mod harness;
 mod legacy_portal;
 mod link_harness;
 
+mod action_links;
 mod cli;
 mod crud;
 mod durability;

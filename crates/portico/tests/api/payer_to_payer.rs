@@ -4,12 +4,11 @@
 //! Provenance naming the old plan, and running it again writes nothing.
 
 use serde_json::{json, Value};
-use store::auth::ClientType;
 
 use crate::both_backends;
 use crate::harness::{Backend, TestServer};
 use crate::link_harness::*;
-use crate::smart::{assertion, backend_keys, register_with, token};
+use crate::smart::backend_token;
 
 both_backends!(member_match_finds_exactly_one_member, a_members_history_moves_to_the_new_plan);
 
@@ -62,26 +61,6 @@ fn consent(status: &str) -> Value {
     json!({"resourceType": "Consent", "status": status, "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "64292-6"}]}], "patient": {"reference": "Patient/1"},
         "policy": [{"uri": POLICY_REGULAR}]})
-}
-
-/// A backend client's token by the SMART Backend Services flow (a signed assertion).
-async fn backend_token(server: &TestServer, client: &str, scopes: &str) -> String {
-    let (jwks, key, kid) = backend_keys();
-    register_with(server, client, ClientType::ConfidentialAsymmetric, vec![], scopes, Some(jwks), false).await;
-    let aud = format!("{}/auth/token", server.origin);
-    let jwt = assertion(&key, &kid, client, &aud, &format!("jti-{client}"), server.auth.now() + 240);
-    let (status, _, t) = token(
-        server,
-        &[
-            ("grant_type", "client_credentials"),
-            ("scope", scopes),
-            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
-            ("client_assertion", &jwt),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{t}");
-    t["access_token"].as_str().unwrap().to_owned()
 }
 
 async fn member_match(server: &TestServer, bearer: Option<&str>, body: &Value) -> (u16, Value) {

@@ -1261,3 +1261,23 @@ both_backends!(
     dynamic_registration,
     key_rotation_keeps_issued_tokens_valid,
 );
+
+/// A backend client's token by the SMART Backend Services flow (a signed assertion).
+pub async fn backend_token(server: &TestServer, client: &str, scopes: &str) -> String {
+    let (jwks, key, kid) = backend_keys();
+    register_with(server, client, ClientType::ConfidentialAsymmetric, vec![], scopes, Some(jwks), false).await;
+    let aud = format!("{}/auth/token", server.origin);
+    let jwt = assertion(&key, &kid, client, &aud, &format!("jti-{client}"), server.auth.now() + 240);
+    let (status, _, t) = token(
+        server,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", scopes),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+            ("client_assertion", &jwt),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{t}");
+    t["access_token"].as_str().unwrap().to_owned()
+}

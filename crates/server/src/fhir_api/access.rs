@@ -122,7 +122,7 @@ fn interaction_of(method: &Method, segments: &[&str]) -> (&'static str, &'static
         ("PUT", [_, _]) => ("update", "U"),
         ("DELETE", [_, _]) => ("delete", "D"),
         ("GET", [_, _, "_history"]) => ("history-instance", "R"),
-        ("GET", [_, _, op]) if op.starts_with('$') => ("operation", "E"),
+        ("GET" | "POST", [_, _, op]) if op.starts_with('$') => ("operation", "E"),
         ("GET", [_, _, "_history", _]) => ("vread", "R"),
         _ => ("other", "E"),
     }

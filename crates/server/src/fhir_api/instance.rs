@@ -108,6 +108,25 @@ pub async fn operation(
     }
 }
 
+/// `POST [type]/[id]/$op`: instance operations that take a body.
+pub async fn operation_post(
+    State(state): State<AppState>,
+    Extension(access): Extension<Arc<Access>>,
+    Path((rtype, id, op)): Path<(String, String, String)>,
+    body: crate::request::FhirBody,
+) -> Result<Response, ApiError> {
+    known_type(&state, &rtype)?;
+    possible_id(&rtype, &id)?;
+    match (rtype.as_str(), op.as_str()) {
+        ("Task", "$action-link") => super::action_link::mint(&state, &access, &id, &body.value).await,
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            format!("operation '{op}' is not supported on {rtype} by POST"),
+        )),
+    }
+}
+
 fn found(outcome: ReadOutcome, rtype: &str, id: &str) -> Result<Response, ApiError> {
     match outcome {
         ReadOutcome::Found(stored) => Ok(response::resource(stored)),

@@ -130,6 +130,15 @@ pub fn capability_statement(base_url: &str, oauth_uris: &[(&str, String)]) -> Va
                     "definition": "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match"
                 }]);
             }
+            if rtype == "Task" {
+                resource["operation"] = json!([{
+                    "name": "action-link",
+                    "definition": "https://portico.dev/fhir/OperationDefinition/Task-action-link",
+                    "documentation": "POST a Parameters with policy (click-through | pin | sign-in) and optionally expires: \
+                        a single-use link for the Task's one action (a prior authorization Claim or a Consent), \
+                        recorded on the Task as an input of type https://portico.dev/fhir/CodeSystem/task-io|action-link"
+                }]);
+            }
             if rtype == "Subscription" {
                 resource = subscription_capability();
             }

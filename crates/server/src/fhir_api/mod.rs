@@ -1,6 +1,7 @@
 //! The FHIR R4 REST API under `/fhir`.
 
 pub mod access;
+mod action_link;
 mod audit_events;
 mod bundles;
 mod guard;
@@ -37,7 +38,7 @@ pub fn routes() -> Router<AppState> {
             "/fhir/{rtype}/{id}",
             get(instance::read_or_type_history).put(writes::update).delete(writes::delete).post(search::search_post),
         )
-        .route("/fhir/{rtype}/{id}/{op}", get(instance::operation))
+        .route("/fhir/{rtype}/{id}/{op}", get(instance::operation).post(instance::operation_post))
         .route("/fhir/{rtype}/{id}/_history/{vid}", get(instance::vread))
         // Deeper paths match no FHIR interaction (a catch-all cannot sit beside the parameters
         // above, so it sits below them).

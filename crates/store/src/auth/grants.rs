@@ -195,6 +195,12 @@ pub(super) async fn revoke_tree(conn: &mut Conn<'_>, roots: &[String], now: i64,
         sql.push("UPDATE subscriptions SET status = 'off', error = 'the authorization was revoked' WHERE status <> 'off' AND grant_id IN ")
             .bind_list(ids());
         execute(conn, &sql).await?;
+        let mut sql = Sql::new(conn.dialect());
+        sql.push("UPDATE action_links SET revoked_at = ")
+            .bind(now)
+            .push(" WHERE used_at IS NULL AND revoked_at IS NULL AND grant_id IN ")
+            .bind_list(ids());
+        execute(conn, &sql).await?;
         if conn.dialect() == Dialect::Postgres {
             for id in chunk {
                 let mut sql = Sql::new(conn.dialect());
