@@ -174,9 +174,11 @@ pub fn target(task: &Value) -> Result<Target, TaskError> {
     let (action, focus_type) = match focus_type {
         "Claim" => (Action::PriorAuthorization, "Claim"),
         "Consent" => (Action::Consent, "Consent"),
-        other => return Err(TaskError::Invalid(format!(
+        other => {
+            return Err(TaskError::Invalid(format!(
             "an action link can present a prior authorization (a Claim) or a Consent; this Task's focus is a {other}"
-        ))),
+        )))
+        }
     };
     Ok(Target { patient_id, action, focus_type, focus_id: focus_id.to_owned() })
 }

@@ -22,6 +22,7 @@ mod link_vault;
 mod payer_to_payer;
 mod search_oracle;
 mod smart;
+mod subscription_processes;
 mod subscriptions;
 mod token_exchange;
 mod transactions;

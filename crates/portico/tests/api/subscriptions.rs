@@ -20,18 +20,18 @@ const BP: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinit
 const LAB: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
 
 /// What the receiver got: (the Authorization header, the Bundle).
-type Received = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 
 /// A rest-hook endpoint inside the test: records every notification; `down` makes it answer 500.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Received,
-    down: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) down: Arc<std::sync::atomic::AtomicBool>,
     arrived: Arc<tokio::sync::Notify>,
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let got: Received = Arc::default();
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let arrived = Arc::new(tokio::sync::Notify::new());
@@ -62,7 +62,7 @@ impl Receiver {
     }
 
     /// Notifications for `sub` of `kind` received so far.
-    fn of(&self, sub: &str, kind: &str) -> Vec<Value> {
+    pub(crate) fn of(&self, sub: &str, kind: &str) -> Vec<Value> {
         self.got
             .lock()
             .unwrap()
@@ -79,7 +79,7 @@ impl Receiver {
 
     /// Wait (up to 15 s, woken by each arrival) until `sub` has `n` notifications of `kind`
     /// (for event notifications: `n` events, however they were batched).
-    async fn wait_for(&self, sub: &str, kind: &str, n: usize) -> Vec<Value> {
+    pub(crate) async fn wait_for(&self, sub: &str, kind: &str, n: usize) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
             let arrived = self.arrived.notified();
@@ -96,7 +96,7 @@ impl Receiver {
     }
 }
 
-fn status_param<'a>(bundle: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn status_param<'a>(bundle: &'a Value, name: &str) -> &'a Value {
     bundle["entry"][0]["resource"]["parameter"]
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == name))
@@ -104,7 +104,7 @@ fn status_param<'a>(bundle: &'a Value, name: &str) -> &'a Value {
 }
 
 /// The event numbers and focus references of a notification.
-fn events_of(bundle: &Value) -> Vec<(String, Option<String>)> {
+pub(crate) fn events_of(bundle: &Value) -> Vec<(String, Option<String>)> {
     bundle["entry"][0]["resource"]["parameter"]
         .as_array()
         .unwrap()
@@ -181,7 +181,13 @@ async fn setup(server: &TestServer) {
     patient_user(server, "alice", &["p1"]).await;
 }
 
-fn subscription(topic: &str, filter: Option<&str>, endpoint: &str, payload: &str, extra_channel: Vec<Value>) -> Value {
+pub(crate) fn subscription(
+    topic: &str,
+    filter: Option<&str>,
+    endpoint: &str,
+    payload: &str,
+    extra_channel: Vec<Value>,
+) -> Value {
     let mut s = json!({
         "resourceType": "Subscription",
         "meta": {"profile": [format!("{BP}backport-subscription")]},
@@ -213,7 +219,7 @@ async fn get(server: &TestServer, token: &str, path: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-fn lab(id: &str, patient: &str, code: &str) -> Value {
+pub(crate) fn lab(id: &str, patient: &str, code: &str) -> Value {
     json!({"resourceType": "Observation", "id": id, "status": "final",
         "category": [{"coding": [{"system": LAB, "code": "laboratory"}]}],
         "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
