@@ -292,6 +292,52 @@ impl Store {
         lease.conn().fetch(&sql, &KINDS).await?.into_iter().map(decode).collect()
     }
 
+    /// The live subscriptions without their stored Subscription text (`resource` is empty):
+    /// what the dispatcher needs to match changes, read on every pass.
+    pub async fn live_subscriptions_for_matching(&self) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let cols = COLS.replace(", resource,", ", '' AS resource,");
+        let mut sql = Sql::new(self.dialect());
+        sql.push("SELECT ").push(&cols).push(" FROM subscriptions WHERE status <> 'off' ORDER BY sub_id");
+        let mut lease = self.pool.read_conn().await?;
+        lease.conn().fetch(&sql, &KINDS).await?.into_iter().map(decode).collect()
+    }
+
+    /// The subscriptions with something to do at `now_ms`: a handshake or retry that is due,
+    /// undelivered events, a heartbeat, or an end to act on.
+    pub async fn due_subscriptions(&self, now_ms: i64) -> Result<Vec<SubscriptionRecord>, StoreError> {
+        let mut sql = Sql::new(self.dialect());
+        sql.push("SELECT ")
+            .push(COLS)
+            .push(" FROM subscriptions WHERE status <> 'off' AND ((end_at IS NOT NULL AND end_at * 1000 <= ")
+            .bind(now_ms)
+            .push(") OR (next_attempt_ms <= ")
+            .bind(now_ms)
+            .push(
+                " AND (status IN ('requested', 'error') OR events_count > delivered_through \
+                 OR (heartbeat_s IS NOT NULL AND last_sent_ms + heartbeat_s * 1000 <= ",
+            )
+            .bind(now_ms)
+            .push(")))) ORDER BY sub_id");
+        let mut lease = self.pool.read_conn().await?;
+        lease.conn().fetch(&sql, &KINDS).await?.into_iter().map(decode).collect()
+    }
+
+    /// Several deliveries at once (one transaction): see [`Store::subscription_delivered`].
+    pub async fn subscriptions_delivered(&self, acks: &[(String, i64)], now_ms: i64) -> Result<(), StoreError> {
+        if acks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin_write().await?;
+        {
+            let mut conn = tx.conn();
+            for (sub_id, through) in acks {
+                conn.execute(&delivered_sql(conn.dialect(), sub_id, *through, now_ms)).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Set a subscription's status (and its error text); an `off` subscription stays off.
     pub async fn set_subscription_status(
         &self,
@@ -479,16 +525,7 @@ impl Store {
     /// A notification (or handshake, or heartbeat) reached the endpoint: events through
     /// `through` are delivered, failures reset, `requested`/`error` become `active`.
     pub async fn subscription_delivered(&self, sub_id: &str, through: i64, now_ms: i64) -> Result<(), StoreError> {
-        let mut sql = Sql::new(self.dialect());
-        sql.push("UPDATE subscriptions SET delivered_through = CASE WHEN delivered_through < ")
-            .bind(through)
-            .push(" THEN ")
-            .bind(through)
-            .push(" ELSE delivered_through END, failures = 0, next_attempt_ms = 0, error = NULL, last_sent_ms = ")
-            .bind(now_ms)
-            .push(", status = 'active' WHERE sub_id = ")
-            .bind(sub_id)
-            .push(" AND status <> 'off'");
+        let sql = delivered_sql(self.dialect(), sub_id, through, now_ms);
         let mut tx = self.pool.begin_write().await?;
         tx.conn().execute(&sql).await?;
         tx.commit().await?;
@@ -555,4 +592,18 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+fn delivered_sql(dialect: Dialect, sub_id: &str, through: i64, now_ms: i64) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("UPDATE subscriptions SET delivered_through = CASE WHEN delivered_through < ")
+        .bind(through)
+        .push(" THEN ")
+        .bind(through)
+        .push(" ELSE delivered_through END, failures = 0, next_attempt_ms = 0, error = NULL, last_sent_ms = ")
+        .bind(now_ms)
+        .push(", status = 'active' WHERE sub_id = ")
+        .bind(sub_id)
+        .push(" AND status <> 'off'");
+    sql
 }

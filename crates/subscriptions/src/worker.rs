@@ -16,7 +16,7 @@
 //! `active` again. Before every send the grant must be live and the end not reached, else the
 //! subscription is turned off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,8 @@ use crate::SubscriptionError;
 
 const LEASE: &str = "subscriptions";
 const BATCH: i64 = 500;
+/// Batches of changes matched in one pass before the pass delivers what is due.
+const MAX_BATCHES_PER_PASS: usize = 4;
 
 /// How the worker behaves.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +78,8 @@ struct Inner {
     /// Until when this process holds the lease (epoch ms; 0: not held). Renewed only once half
     /// of it has passed, so an idle worker writes to the database rarely (SQLite has one writer).
     lease_until: std::sync::atomic::AtomicI64,
+    /// Wakes the deliverer: events were recorded.
+    deliveries: tokio::sync::Notify,
 }
 
 /// The running worker (cheap to clone).
@@ -107,14 +111,35 @@ impl Notifier {
                 config,
                 holder,
                 lease_until: std::sync::atomic::AtomicI64::new(0),
+                deliveries: tokio::sync::Notify::new(),
             }),
         })
     }
 
-    /// Run until the task is dropped.
+    /// Run until the task is dropped: the dispatcher (which also keeps the lease) and the
+    /// deliverer side by side, so that matching new changes never waits for a slow delivery
+    /// and delivery never waits for a sweep of changes.
     pub fn spawn(&self) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
-        tokio::spawn(async move { me.run().await })
+        tokio::spawn(async move {
+            tokio::join!(me.run(), me.deliver_loop());
+        })
+    }
+
+    async fn deliver_loop(&self) {
+        let poll = Duration::from_millis(self.inner.config.poll_ms);
+        loop {
+            let held_until = self.inner.lease_until.load(std::sync::atomic::Ordering::SeqCst);
+            if self.now_ms() < held_until {
+                if let Err(e) = self.deliver_due().await {
+                    tracing::warn!(error = %e, "subscription delivery failed; retrying");
+                }
+            }
+            tokio::select! {
+                _ = self.inner.deliveries.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
     }
 
     fn now_ms(&self) -> i64 {
@@ -136,11 +161,10 @@ impl Notifier {
                 taken
             };
             match holds {
-                Ok(true) => {
-                    if let Err(e) = self.pass().await {
-                        tracing::warn!(error = %e, "subscription pass failed; retrying");
-                    }
-                }
+                Ok(true) => match self.dispatch().await {
+                    Ok(()) => self.inner.deliveries.notify_one(),
+                    Err(e) => tracing::warn!(error = %e, "subscription matching failed; retrying"),
+                },
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot take the subscription lease"),
             }
@@ -161,10 +185,13 @@ impl Notifier {
         let store = &self.inner.store;
         let types = topics::watched_types();
         let mut cursor = store.subscription_cursor().await?;
-        loop {
+        // A bounded sweep: under a steady stream of writes there is always another change, and
+        // delivery (after this) must not wait for a pause in the writes.
+        for _ in 0..MAX_BATCHES_PER_PASS {
             let mut changes = store.changes_after(cursor, None, &types, BATCH).await?;
             let Some(last) = changes.last().map(|c| c.seq) else { return Ok(()) };
-            if changes.len() as i64 == BATCH {
+            let caught_up = (changes.len() as i64) < BATCH;
+            if !caught_up {
                 // Never split one commit across batches: take its rows whole.
                 changes.retain(|c| c.seq < last);
                 if changes.is_empty() {
@@ -173,21 +200,28 @@ impl Notifier {
             }
             let through = changes.last().map_or(last, |c| c.seq);
             // Loaded after the changes: a subscription created since starts after them anyway.
-            let subs = store.live_subscriptions().await?;
+            let subs = store.live_subscriptions_for_matching().await?;
             let now_s = self.now_ms() / 1000;
+            let index = SubIndex::new(&subs);
             let mut accesses: HashMap<(String, String), Option<Arc<Access>>> = HashMap::new();
             let mut events = Vec::new();
             for change in &changes {
-                let relevant: Vec<(&SubscriptionRecord, &topics::Topic)> = subs
-                    .iter()
-                    .filter(|s| change.seq > s.since_seq && s.end_at.is_none_or(|e| e > now_s))
-                    .filter_map(|s| topics::by_url(&s.topic).map(|t| (s, t)))
-                    .filter(|(_, t)| t.resource_type == change.resource_type)
+                if !index.watches(&change.resource_type) {
+                    continue;
+                }
+                let current: Option<Value> = change.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
+                // The patients the change refers to: a subscription (or token) limited to a
+                // patient the change never mentions cannot match it, so no search is run for it.
+                let mentioned = current.as_ref().map(|c| mentioned_patients(&change.resource_type, &change.id, c));
+                let relevant: Vec<(&SubscriptionRecord, &topics::Topic)> = index
+                    .candidates(&change.resource_type, mentioned.as_ref())
+                    .into_iter()
+                    .map(|(i, topic)| (&subs[i], topic))
+                    .filter(|(s, _)| change.seq > s.since_seq && s.end_at.is_none_or(|e| e > now_s))
                     .collect();
                 if relevant.is_empty() {
                     continue;
                 }
-                let current: Option<Value> = change.body.as_deref().and_then(|b| serde_json::from_str(b).ok());
                 let previous: Option<Value> = if change.version > 1 {
                     store
                         .version_body(change.rkey, change.version - 1)
@@ -211,6 +245,11 @@ impl Notifier {
                         accesses.insert(key.clone(), access);
                     }
                     let Some(Some(access)) = accesses.get(&key) else { continue };
+                    if let (Some(patient), Some(mentioned)) = (&access.patient, &mentioned) {
+                        if !mentioned.contains(patient.as_str()) {
+                            continue;
+                        }
+                    }
                     if self.matches(access, topic, sub, &change.resource_type, &change.id).await? {
                         events.push(NewEvent {
                             sub_id: sub.sub_id.clone(),
@@ -225,7 +264,11 @@ impl Notifier {
             }
             store.record_events(&events, through).await?;
             cursor = through;
+            if caught_up {
+                return Ok(());
+            }
         }
+        Ok(())
     }
 
     /// Is `rtype/id` a resource the subscription's access may search, meeting the topic's
@@ -254,25 +297,37 @@ impl Notifier {
     }
 
     async fn deliver_due(&self) -> Result<(), SubscriptionError> {
-        let subs = self.inner.store.live_subscriptions().await?;
         let now = self.now_ms();
+        let subs = self.inner.store.due_subscriptions(now).await?;
         let mut running = tokio::task::JoinSet::new();
+        let mut acks: Vec<(String, i64)> = Vec::new();
+        let mut wake = false;
         for sub in subs {
             if !self.due(&sub, now) {
                 continue;
             }
             while running.len() >= self.inner.config.concurrency.max(1) {
-                running.join_next().await;
+                collect(running.join_next().await, &mut acks, &mut wake);
             }
             let me = self.clone();
             running.spawn(async move {
                 let id = sub.sub_id.clone();
-                if let Err(e) = me.deliver(sub).await {
+                me.deliver(sub).await.unwrap_or_else(|e| {
                     tracing::warn!(subscription = %id, error = %e, "delivery step failed");
-                }
+                    None
+                })
             });
         }
-        while running.join_next().await.is_some() {}
+        while let Some(done) = running.join_next().await {
+            collect(Some(done), &mut acks, &mut wake);
+        }
+        // One transaction for the pass's successful deliveries (a crash before it sends them
+        // again: delivery is at least once).
+        self.inner.store.subscriptions_delivered(&acks, self.now_ms()).await?;
+        if wake {
+            // Events waited for a handshake: send them without waiting for a poll.
+            self.inner.deliveries.notify_one();
+        }
         Ok(())
     }
 
@@ -294,20 +349,22 @@ impl Notifier {
         }
     }
 
-    async fn deliver(&self, sub: SubscriptionRecord) -> Result<(), SubscriptionError> {
+    /// One delivery step for `sub`. On success returns what to acknowledge (the subscription,
+    /// the last event number sent, and whether events are waiting behind a handshake).
+    async fn deliver(&self, sub: SubscriptionRecord) -> Result<Option<Delivered>, SubscriptionError> {
         let store = &self.inner.store;
         let now = self.now_ms();
         if sub.end_at.is_some_and(|e| e * 1000 <= now) {
             store
                 .set_subscription_status(&sub.sub_id, SubscriptionStatus::Off, Some("the subscription reached its end"))
                 .await?;
-            return Ok(());
+            return Ok(None);
         }
         if store.live_grant(&sub.grant_id).await?.is_none() {
             store
                 .set_subscription_status(&sub.sub_id, SubscriptionStatus::Off, Some("the authorization ended"))
                 .await?;
-            return Ok(());
+            return Ok(None);
         }
         let never_reached = sub.last_sent_ms == 0;
         let pending = sub.events_count > sub.delivered_through;
@@ -337,11 +394,11 @@ impl Notifier {
         let through = events.last().map_or(sub.delivered_through, |e| e.event_number);
         match self.post(&sub, &bundle).await {
             Ok(()) => {
-                store.subscription_delivered(&sub.sub_id, through, self.now_ms()).await?;
-                if kind == NotificationType::Handshake && pending {
-                    // Events waited for the handshake: send them without waiting for a poll.
-                    self.inner.store.commit_signal().notify_one();
-                }
+                return Ok(Some(Delivered {
+                    sub_id: sub.sub_id.clone(),
+                    through,
+                    events_waiting: kind == NotificationType::Handshake && pending,
+                }))
             }
             Err(why) => {
                 let failures = sub.failures + 1;
@@ -352,7 +409,7 @@ impl Notifier {
                 store.subscription_failed(&sub.sub_id, failures, now + backoff, to_error, &why).await?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// POST one notification. The endpoint's answer is not read beyond its status.
@@ -379,5 +436,150 @@ impl Notifier {
             Err(e) if e.is_timeout() => Err("the endpoint did not answer in time".into()),
             Err(_) => Err("the endpoint could not be reached".into()),
         }
+    }
+}
+
+/// The live subscriptions by the resource type of their topic and by the patient their
+/// `patient` filter names, so that a change is compared with the subscriptions that could
+/// match it rather than with all of them.
+struct SubIndex<'a> {
+    by_type: HashMap<&'static str, TypeIndex<'a>>,
+}
+
+#[derive(Default)]
+struct TypeIndex<'a> {
+    by_patient: HashMap<&'a str, Vec<usize>>,
+    /// Subscriptions without a `patient` filter.
+    any_patient: Vec<usize>,
+    topics: HashMap<usize, &'static topics::Topic>,
+}
+
+impl<'a> SubIndex<'a> {
+    fn new(subs: &'a [SubscriptionRecord]) -> SubIndex<'a> {
+        let mut by_type: HashMap<&'static str, TypeIndex<'a>> = HashMap::new();
+        for (i, sub) in subs.iter().enumerate() {
+            let Some(topic) = topics::by_url(&sub.topic) else { continue };
+            let entry = by_type.entry(topic.resource_type).or_default();
+            entry.topics.insert(i, topic);
+            match patient_filter(sub) {
+                Some(patients) => {
+                    for p in patients {
+                        entry.by_patient.entry(p).or_default().push(i);
+                    }
+                }
+                None => entry.any_patient.push(i),
+            }
+        }
+        SubIndex { by_type }
+    }
+
+    fn watches(&self, rtype: &str) -> bool {
+        self.by_type.contains_key(rtype)
+    }
+
+    /// The subscriptions (index, topic) that could match a change of `rtype` mentioning
+    /// `mentioned` patients (`None`: unknown, e.g. a deletion: every one of the type), in order.
+    fn candidates(&self, rtype: &str, mentioned: Option<&HashSet<String>>) -> Vec<(usize, &'static topics::Topic)> {
+        let Some(index) = self.by_type.get(rtype) else { return Vec::new() };
+        let mut found: Vec<usize> = match mentioned {
+            None => index.topics.keys().copied().collect(),
+            Some(patients) => {
+                let mut found = index.any_patient.clone();
+                for p in patients {
+                    if let Some(subs) = index.by_patient.get(p.as_str()) {
+                        found.extend(subs);
+                    }
+                }
+                found
+            }
+        };
+        found.sort_unstable();
+        found.dedup();
+        found.into_iter().filter_map(|i| index.topics.get(&i).map(|t| (i, *t))).collect()
+    }
+}
+
+/// A notification that reached its endpoint.
+struct Delivered {
+    sub_id: String,
+    through: i64,
+    events_waiting: bool,
+}
+
+fn collect(
+    done: Option<Result<Option<Delivered>, tokio::task::JoinError>>,
+    acks: &mut Vec<(String, i64)>,
+    wake: &mut bool,
+) {
+    if let Some(Ok(Some(d))) = done {
+        *wake |= d.events_waiting;
+        acks.push((d.sub_id, d.through));
+    }
+}
+
+/// The ids of the patients a resource refers to anywhere (`Patient/{id}` references, relative or
+/// absolute), and itself when it is a Patient. A resource is in a patient's compartment only
+/// through such a reference, so this is a superset of the compartments it belongs to.
+fn mentioned_patients(rtype: &str, id: &str, resource: &Value) -> HashSet<String> {
+    fn walk(value: &Value, out: &mut HashSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map {
+                    if key == "reference" {
+                        if let Some(id) = v.as_str().and_then(patient_id_of) {
+                            out.insert(id.to_owned());
+                        }
+                    } else {
+                        walk(v, out);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = HashSet::new();
+    if rtype == "Patient" {
+        out.insert(id.to_owned());
+    }
+    walk(resource, &mut out);
+    out
+}
+
+/// `p1` from `Patient/p1`, `https://…/fhir/Patient/p1` or (as a search value) `p1`.
+fn patient_id_of(reference: &str) -> Option<&str> {
+    let (_, rest) = reference.rsplit_once("Patient/")?;
+    // A versioned reference (`Patient/p1/_history/2`) is about the same patient.
+    let id = rest.split('/').next().unwrap_or_default();
+    (!id.is_empty()).then_some(id)
+}
+
+/// The patients a subscription's `patient` filter names (a comma means "any of"), or None when
+/// it has no such filter.
+fn patient_filter(sub: &SubscriptionRecord) -> Option<Vec<&str>> {
+    let mut wanted: Option<Vec<&str>> = None;
+    for (name, value) in &sub.filters {
+        if name == "patient" {
+            let ids = value.split(',').map(|v| patient_id_of(v).unwrap_or(v));
+            wanted.get_or_insert_with(Vec::new).extend(ids);
+        }
+    }
+    wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_patients_a_change_mentions() {
+        let obs = serde_json::json!({ "resourceType": "Observation", "subject": { "reference": "Patient/p1" },
+            "performer": [{ "reference": "https://x.org/fhir/Patient/p2" }, { "reference": "Practitioner/d" }],
+            "note": [{ "text": "Patient/p3 is not a reference" }] });
+        let got = mentioned_patients("Observation", "o1", &obs);
+        assert_eq!(got, HashSet::from(["p1".to_owned(), "p2".to_owned()]));
+        assert!(mentioned_patients("Patient", "p9", &serde_json::json!({})).contains("p9"));
+        assert_eq!(patient_id_of("Patient/"), None);
+        assert_eq!(patient_id_of("Patient/p1/_history/2"), Some("p1"));
     }
 }
