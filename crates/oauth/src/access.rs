@@ -284,7 +284,7 @@ impl AuthServer {
         Ok(Some(Access::new(Principal::Person(Arc::new(user)), None, scopes, patient, user_patients, withheld)))
     }
 
-    async fn cached_user(&self, user_id: &auth::UserId) -> Result<Arc<User>, OAuthError> {
+    pub(crate) async fn cached_user(&self, user_id: &auth::UserId) -> Result<Arc<User>, OAuthError> {
         if let Some(u) = self.inner.users.get(user_id) {
             return Ok(u);
         }

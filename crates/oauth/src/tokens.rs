@@ -154,7 +154,9 @@ impl AuthServer {
     /// The signed-in user's FHIR resource (`Patient/123`), if they have one.
     pub(crate) async fn fhir_user_of(&self, grant: &Grant) -> Result<Option<String>, OAuthError> {
         let Some(user_id) = &grant.user_id else { return Ok(None) };
-        Ok(self.inner.store.user(user_id).await?.and_then(|u| u.fhir_user))
+        // The same short-lived cache the token checks use: a person's FHIR user does not change
+        // between a grant and its tokens.
+        Ok(self.cached_user(user_id).await?.fhir_user.clone())
     }
 
     async fn id_token(

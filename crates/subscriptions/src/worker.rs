@@ -80,7 +80,21 @@ struct Inner {
     lease_until: std::sync::atomic::AtomicI64,
     /// Wakes the deliverer: events were recorded.
     deliveries: tokio::sync::Notify,
+    /// The live subscriptions as last read for matching (see [`Notifier::matchers`]).
+    matchers: std::sync::Mutex<Option<Matchers>>,
 }
+
+/// A cached list of the live subscriptions, with how many subscriptions existed when it was
+/// read and when.
+struct Matchers {
+    created: i64,
+    read_at: std::time::Instant,
+    subs: Arc<Vec<SubscriptionRecord>>,
+}
+
+/// The longest a cached list is used before it is read again (dropping subscriptions that went
+/// off; matching one of those records nothing, as events are recorded only for live ones).
+const MATCHERS_FOR: Duration = Duration::from_secs(5);
 
 /// The running worker (cheap to clone).
 #[derive(Clone)]
@@ -112,6 +126,7 @@ impl Notifier {
                 holder,
                 lease_until: std::sync::atomic::AtomicI64::new(0),
                 deliveries: tokio::sync::Notify::new(),
+                matchers: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -175,6 +190,24 @@ impl Notifier {
         }
     }
 
+    /// The live subscriptions for matching: read again when one was created since the cached
+    /// list was read (a count of all subscriptions, one cheap query a pass) or when it is older
+    /// than [`MATCHERS_FOR`].
+    async fn matchers(&self) -> Result<Arc<Vec<SubscriptionRecord>>, SubscriptionError> {
+        let store = &self.inner.store;
+        let created = store.subscriptions_created().await?;
+        if let Ok(cached) = self.inner.matchers.lock() {
+            if let Some(m) = cached.as_ref().filter(|m| m.created == created && m.read_at.elapsed() < MATCHERS_FOR) {
+                return Ok(m.subs.clone());
+            }
+        }
+        let subs = Arc::new(store.live_subscriptions_for_matching().await?);
+        if let Ok(mut cached) = self.inner.matchers.lock() {
+            *cached = Some(Matchers { created, read_at: std::time::Instant::now(), subs: subs.clone() });
+        }
+        Ok(subs)
+    }
+
     /// One round: match new changes, then deliver what is due.
     pub async fn pass(&self) -> Result<(), SubscriptionError> {
         self.dispatch().await?;
@@ -200,7 +233,7 @@ impl Notifier {
             }
             let through = changes.last().map_or(last, |c| c.seq);
             // Loaded after the changes: a subscription created since starts after them anyway.
-            let subs = store.live_subscriptions_for_matching().await?;
+            let subs = self.matchers().await?;
             let now_s = self.now_ms() / 1000;
             let index = SubIndex::new(&subs);
             let mut accesses: HashMap<(String, String), Option<Arc<Access>>> = HashMap::new();

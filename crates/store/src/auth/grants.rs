@@ -259,18 +259,9 @@ impl Store {
             if conn.fetch(&sql, &[Col::Text]).await?.is_empty() {
                 return Err(AuthStoreError::Invalid(format!("client {} is not registered", grant.client_id)));
             }
-            if let Some(user_id) = &grant.user_id {
-                let Some(user) = user_in(&mut conn, user_id, false).await? else {
-                    return Err(AuthStoreError::Invalid(format!("user {user_id} does not exist")));
-                };
-                if let (Role::Patient, Some(patient)) = (user.role, &grant.patient_id) {
-                    if !patients_of(&mut conn, user_id).await?.contains(patient) {
-                        return Err(AuthStoreError::Invalid(format!(
-                            "user {user_id} may not act for patient {patient}"
-                        )));
-                    }
-                }
-            }
+            // A child of a live grant for the same person and patient needs no check of the
+            // person's rights: its parent was checked, and the child cannot hold more.
+            let mut vetted = false;
             if let Some(parent_id) = grant.parent_grant_id.clone() {
                 // The lock makes a concurrent revocation of the parent wait for this child, or
                 // this child see the revocation.
@@ -293,11 +284,24 @@ impl Store {
                     }
                     _ => {}
                 }
+                vetted = grant.user_id == parent.user_id && grant.patient_id == parent.patient_id;
                 grant.withheld.extend(parent.withheld.iter().copied());
                 grant.expires_at = match (grant.expires_at, parent.expires_at) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
+            }
+            if let Some(user_id) = grant.user_id.as_ref().filter(|_| !vetted) {
+                let Some(user) = user_in(&mut conn, user_id, false).await? else {
+                    return Err(AuthStoreError::Invalid(format!("user {user_id} does not exist")));
+                };
+                if let (Role::Patient, Some(patient)) = (user.role, &grant.patient_id) {
+                    if !patients_of(&mut conn, user_id).await?.contains(patient) {
+                        return Err(AuthStoreError::Invalid(format!(
+                            "user {user_id} may not act for patient {patient}"
+                        )));
+                    }
+                }
             }
             grant.withheld.sort();
             grant.withheld.dedup();
