@@ -123,7 +123,19 @@ impl AuthServer {
     async fn known_client(&self, id: &str, challenge: Challenge) -> Result<Client, OAuthError> {
         let unknown = || OAuthError::invalid_client("unknown client", challenge);
         let client_id: ClientId = id.parse().map_err(|_| unknown())?;
-        self.inner.store.client(&client_id).await?.ok_or_else(unknown)
+        self.registered_client(&client_id).await?.ok_or_else(unknown)
+    }
+
+    /// A registered client, from the short-lived cache (see [`crate::CLIENT_CACHE_SECONDS`]).
+    pub(crate) async fn registered_client(&self, client_id: &ClientId) -> Result<Option<Client>, OAuthError> {
+        if let Some(client) = self.inner.clients.get(client_id) {
+            return Ok(Some((*client).clone()));
+        }
+        let client = self.inner.store.client(client_id).await?;
+        if let Some(c) = &client {
+            self.inner.clients.insert(client_id.clone(), std::sync::Arc::new(c.clone()));
+        }
+        Ok(client)
     }
 
     async fn secret_client(&self, id: &str, secret: &str, challenge: Challenge) -> Result<Client, OAuthError> {

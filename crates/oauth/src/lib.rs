@@ -48,6 +48,10 @@ pub struct AuthServer {
     inner: Arc<Inner>,
 }
 
+/// How long the token endpoint may use a client registration it read (registrations change
+/// rarely: a new redirect URI, which the token endpoint does not read).
+pub const CLIENT_CACHE_SECONDS: u64 = 5;
+
 struct Inner {
     store: Store,
     config: AuthConfig,
@@ -68,6 +72,8 @@ struct Inner {
     /// Requests' access by token hash, for the liveness cache's lifetime.
     accesses: moka::sync::Cache<String, Arc<access::Access>>,
     patient_lists: moka::sync::Cache<auth::UserId, Arc<Vec<String>>>,
+    /// Registered clients as the token endpoint reads them, for [`CLIENT_CACHE_SECONDS`].
+    clients: moka::sync::Cache<auth::ClientId, Arc<store::auth::Client>>,
     throttle: throttle::Throttle,
     http: reqwest::Client,
 }
@@ -118,6 +124,10 @@ impl AuthServer {
             patient_lists: moka::sync::Cache::builder()
                 .max_capacity(50_000)
                 .time_to_live(Duration::from_secs(config.patient_list_cache_seconds))
+                .build(),
+            clients: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(CLIENT_CACHE_SECONDS))
                 .build(),
             throttle,
             http,

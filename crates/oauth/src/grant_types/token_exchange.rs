@@ -75,8 +75,10 @@ impl AuthServer {
         if claims.client_id != client.client.client_id {
             return Err(OAuthError::invalid_request("the subject_token was issued to another client"));
         }
-        // Not the liveness cache: an exchange must see a revocation at once.
-        let parent = self.inner.store.live_grant(&claims.grant).await?.ok_or_else(|| not_active("revoked"))?;
+        // The cached answer serves the checks below; the child grant is written only if the
+        // parent is live at that moment (create_grant locks and re-reads it), so an exchange
+        // still sees a revocation at once.
+        let parent = self.live_grant_cached(&claims.grant).await?.ok_or_else(|| not_active("revoked"))?;
 
         // The audience: a registered service other than nothing.
         let audience = request.audience.as_deref().ok_or_else(|| {
@@ -85,7 +87,7 @@ impl AuthServer {
         let unknown =
             || OAuthError::new(ErrorCode::InvalidTarget, format!("audience {audience:?} is not a registered service"));
         let service_id = audience.parse().map_err(|_| unknown())?;
-        let service = self.inner.store.client(&service_id).await?.ok_or_else(unknown)?;
+        let service = self.registered_client(&service_id).await?.ok_or_else(unknown)?;
 
         // Scopes: within the subject token's, and within what the service is registered for.
         let (subject_scopes, _) = ScopeSet::parse(&claims.scope);
@@ -155,7 +157,11 @@ impl AuthServer {
                 session_id: parent.session_id.clone(),
                 ..NewGrant::new(service.client_id.clone(), scopes)
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                store::auth::AuthStoreError::Revoked(_) => not_active("revoked"),
+                other => other.into(),
+            })?;
         let refresh_token = if long_lived { Some(self.new_refresh_token(&child).await?) } else { None };
         let backend = child.user_id.is_none();
         let mut response = self
@@ -167,8 +173,13 @@ impl AuthServer {
         response.issued_token_type = Some(ACCESS_TOKEN_TYPE);
         let app_name = client.client.name.clone();
         let fhir_user = self.fhir_user_of(&child).await?;
-        response.exchanged =
-            Some(Box::new(Exchanged { parent, child, app_name, service_name: service.name.clone(), fhir_user }));
+        response.exchanged = Some(Box::new(Exchanged {
+            parent: (*parent).clone(),
+            child,
+            app_name,
+            service_name: service.name.clone(),
+            fhir_user,
+        }));
         Ok(response)
     }
 }
