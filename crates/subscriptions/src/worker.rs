@@ -177,7 +177,13 @@ impl Notifier {
             };
             match holds {
                 Ok(true) => match self.dispatch().await {
-                    Ok(()) => self.inner.deliveries.notify_one(),
+                    Ok(caught_up) => {
+                        self.inner.deliveries.notify_one();
+                        if !caught_up {
+                            // A backlog (an import, a restart): go on without waiting.
+                            continue;
+                        }
+                    }
                     Err(e) => tracing::warn!(error = %e, "subscription matching failed; retrying"),
                 },
                 Ok(false) => {}
@@ -210,11 +216,13 @@ impl Notifier {
 
     /// One round: match new changes, then deliver what is due.
     pub async fn pass(&self) -> Result<(), SubscriptionError> {
-        self.dispatch().await?;
+        while !self.dispatch().await? {}
         self.deliver_due().await
     }
 
-    async fn dispatch(&self) -> Result<(), SubscriptionError> {
+    /// Match committed changes to subscriptions, at most [`MAX_BATCHES_PER_PASS`] batches of
+    /// them. True when every change committed so far has been matched.
+    async fn dispatch(&self) -> Result<bool, SubscriptionError> {
         let store = &self.inner.store;
         let types = topics::watched_types();
         let mut cursor = store.subscription_cursor().await?;
@@ -222,7 +230,7 @@ impl Notifier {
         // delivery (after this) must not wait for a pause in the writes.
         for _ in 0..MAX_BATCHES_PER_PASS {
             let mut changes = store.changes_after(cursor, None, &types, BATCH).await?;
-            let Some(last) = changes.last().map(|c| c.seq) else { return Ok(()) };
+            let Some(last) = changes.last().map(|c| c.seq) else { return Ok(true) };
             let caught_up = (changes.len() as i64) < BATCH;
             if !caught_up {
                 // Never split one commit across batches: take its rows whole.
@@ -298,10 +306,10 @@ impl Notifier {
             store.record_events(&events, through).await?;
             cursor = through;
             if caught_up {
-                return Ok(());
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Is `rtype/id` a resource the subscription's access may search, meeting the topic's
