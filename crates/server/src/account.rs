@@ -13,8 +13,8 @@ use askama::Template;
 use auth::{GrantId, ScopeSet, SensitiveCategory};
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use oauth::authorize::SignIn;
@@ -24,7 +24,7 @@ use store::auth::{OwnerType, User};
 use store::AuditQuery;
 
 use crate::oauth_api::{cookie, set_cookie, SESSION_COOKIE};
-use crate::pages::{html, with_page_headers, PageResponse};
+use crate::pages::{form_map, html, see_other, when, PageResponse};
 use crate::AppState;
 
 type Page = Result<Response, PageResponse>;
@@ -51,17 +51,6 @@ async fn home(State(state): State<AppState>) -> Response {
     html(StatusCode::OK, &Home { base_url: &state.config.base_url, demo_app: state.config.demo_app })
 }
 
-fn see_other(location: &str, set: Option<String>) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    if let Some(c) = set.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        response.headers_mut().append(header::SET_COOKIE, c);
-    }
-    with_page_headers(response)
-}
-
 fn csrf_for(session: &str) -> String {
     store::auth::token_hash(&format!("account-form:{session}"))
 }
@@ -85,10 +74,6 @@ fn check_csrf(session: &str, sent: &str) -> Result<(), PageResponse> {
             "This form has expired. Reload the page and try again.",
         )))
     }
-}
-
-fn form_map(body: &[u8]) -> HashMap<String, String> {
-    form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
 #[derive(Template)]
@@ -166,13 +151,6 @@ struct AppsPage {
     user_name: String,
     notice: Option<String>,
     grants: Vec<GrantView>,
-}
-
-fn when(epoch: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(epoch)
-        .ok()
-        .and_then(|t| t.format(&time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).ok())
-        .unwrap_or_default()
 }
 
 fn owner_label(owner: OwnerType) -> &'static str {

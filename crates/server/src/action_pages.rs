@@ -6,14 +6,13 @@
 //! PIN, once right, travels with the decision form and is checked again there (a wrong one still
 //! counts); a sign-in is an ordinary portal session.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use oauth::authorize::SignIn;
@@ -23,7 +22,7 @@ use store::AuditRecord;
 use tasks::{Decider, Decision, LinkState, Opened, Policy, Presentation, TaskError};
 
 use crate::oauth_api::{cookie, set_cookie, SESSION_COOKIE};
-use crate::pages::{html, with_page_headers, PageResponse};
+use crate::pages::{form_map, html, see_other, when, PageResponse};
 use crate::AppState;
 
 const ACT_COOKIE: &str = "portico_act";
@@ -104,13 +103,6 @@ fn with_cookie(mut response: Response, state: &AppState, new_cookie: Option<Stri
         }
     }
     response
-}
-
-fn when(epoch: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(epoch)
-        .ok()
-        .and_then(|t| t.format(&time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).ok())
-        .unwrap_or_default()
 }
 
 /// The page for a link that cannot be used (or is unknown), with its status.
@@ -229,10 +221,6 @@ async fn show(State(state): State<AppState>, Path(secret): Path<String>, headers
         }
     };
     Ok(with_cookie(response, &state, new_cookie))
-}
-
-fn form_map(body: &[u8]) -> HashMap<String, String> {
-    form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
 fn audit(state: &AppState, opened: &Opened, outcome: i64, status: i64, user: Option<&User>, detail: String) {
@@ -404,14 +392,7 @@ async fn submit(
 }
 
 fn redirect_to_link(secret: &str, set: Option<String>) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("/act/{secret}")) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    if let Some(c) = set.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        response.headers_mut().append(header::SET_COOKIE, c);
-    }
-    with_page_headers(response)
+    see_other(&format!("/act/{secret}"), set)
 }
 
 async fn sign_in(state: &AppState, addr: SocketAddr, username: &str, password: &str, csrf: &str, secret: &str) -> Page {

@@ -20,6 +20,31 @@ pub fn html(status: StatusCode, template: &impl Template) -> Response {
     }
 }
 
+/// 303 to `location` with the pages' headers, setting one cookie when given.
+pub fn see_other(location: &str, set: Option<String>) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Some(c) = set.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, c);
+    }
+    with_page_headers(response)
+}
+
+/// A form body as name → value (a repeated name keeps its last value).
+pub fn form_map(body: &[u8]) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+/// An epoch-seconds moment as the pages show it: `2026-12-02 17:28 UTC`.
+pub fn when(epoch: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| t.format(&time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC")).ok())
+        .unwrap_or_default()
+}
+
 pub fn with_page_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

@@ -73,6 +73,11 @@ pub struct SubscriptionRecord {
 const COLS: &str = "sub_id, grant_id, client_id, scopes, topic, filters, endpoint, headers, payload, heartbeat_s, \
     timeout_s, max_count, end_at, status, error, resource, since_seq, events_count, delivered_through, failures, \
     next_attempt_ms, last_sent_ms, created_at";
+/// [`COLS`] with an empty `resource`: the worker's reads, which never render the resource.
+const LIGHT_COLS: &str =
+    "sub_id, grant_id, client_id, scopes, topic, filters, endpoint, headers, payload, heartbeat_s, \
+    timeout_s, max_count, end_at, status, error, '' AS resource, since_seq, events_count, delivered_through, failures, \
+    next_attempt_ms, last_sent_ms, created_at";
 const KINDS: [Col; 23] = [
     Col::Text,
     Col::Text,
@@ -295,9 +300,8 @@ impl Store {
     /// The live subscriptions without their stored Subscription text (`resource` is empty):
     /// what the dispatcher needs to match changes, read on every pass.
     pub async fn live_subscriptions_for_matching(&self) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let cols = COLS.replace(", resource,", ", '' AS resource,");
         let mut sql = Sql::new(self.dialect());
-        sql.push("SELECT ").push(&cols).push(" FROM subscriptions WHERE status <> 'off' ORDER BY sub_id");
+        sql.push("SELECT ").push(LIGHT_COLS).push(" FROM subscriptions WHERE status <> 'off' ORDER BY sub_id");
         let mut lease = self.pool.read_conn().await?;
         lease.conn().fetch(&sql, &KINDS).await?.into_iter().map(decode).collect()
     }
@@ -315,10 +319,9 @@ impl Store {
     /// undelivered events, a heartbeat, or an end to act on (without the stored Subscription
     /// text, as for matching).
     pub async fn due_subscriptions(&self, now_ms: i64) -> Result<Vec<SubscriptionRecord>, StoreError> {
-        let cols = COLS.replace(", resource,", ", '' AS resource,");
         let mut sql = Sql::new(self.dialect());
         sql.push("SELECT ")
-            .push(&cols)
+            .push(LIGHT_COLS)
             .push(" FROM subscriptions WHERE status <> 'off' AND ((end_at IS NOT NULL AND end_at * 1000 <= ")
             .bind(now_ms)
             .push(") OR (next_attempt_ms <= ")
@@ -333,7 +336,9 @@ impl Store {
         lease.conn().fetch(&sql, &KINDS).await?.into_iter().map(decode).collect()
     }
 
-    /// Several deliveries at once (one transaction): see [`Store::subscription_delivered`].
+    /// Notifications (or handshakes, or heartbeats) that reached their endpoints, in one
+    /// transaction: for each, events through `through` are delivered, failures reset, and
+    /// `requested`/`error` become `active`.
     pub async fn subscriptions_delivered(&self, acks: &[(String, i64)], now_ms: i64) -> Result<(), StoreError> {
         if acks.is_empty() {
             return Ok(());
@@ -533,16 +538,6 @@ impl Store {
                 at_ms: r.int(4),
             })
             .collect())
-    }
-
-    /// A notification (or handshake, or heartbeat) reached the endpoint: events through
-    /// `through` are delivered, failures reset, `requested`/`error` become `active`.
-    pub async fn subscription_delivered(&self, sub_id: &str, through: i64, now_ms: i64) -> Result<(), StoreError> {
-        let sql = delivered_sql(self.dialect(), sub_id, through, now_ms);
-        let mut tx = self.pool.begin_write().await?;
-        tx.conn().execute(&sql).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     /// A delivery failed: count it, wait until `next_attempt_ms`, and say `error` once failures

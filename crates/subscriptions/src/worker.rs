@@ -214,12 +214,6 @@ impl Notifier {
         Ok(subs)
     }
 
-    /// One round: match new changes, then deliver what is due.
-    pub async fn pass(&self) -> Result<(), SubscriptionError> {
-        while !self.dispatch().await? {}
-        self.deliver_due().await
-    }
-
     /// Match committed changes to subscriptions, at most [`MAX_BATCHES_PER_PASS`] batches of
     /// them. True when every change committed so far has been matched.
     async fn dispatch(&self) -> Result<bool, SubscriptionError> {

@@ -1,45 +1,17 @@
 //! A committed write survives `kill -9` of the server process (SQLite WAL; PostgreSQL commit).
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::harness::{fresh_database, Backend};
+use crate::harness::{free_port, fresh_database, Backend, ServeProcess};
 
 both_backends!(committed_writes_survive_kill_9);
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-async fn start(database_url: &str, port: u16) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["serve", "--database-url", database_url, "--listen", &format!("127.0.0.1:{port}"), "--dev-open-access"])
-        .env("PORTICO_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn portico serve");
-    let running = Running(child);
-    let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client.get(format!("http://127.0.0.1:{port}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return running;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("portico serve did not become ready");
+async fn start(database_url: &str, port: u16) -> ServeProcess {
+    ServeProcess::start(&["--database-url", database_url, "--dev-open-access"], port).await
 }
 
 async fn committed_writes_survive_kill_9(backend: Backend) {
@@ -50,7 +22,7 @@ async fn committed_writes_survive_kill_9(backend: Backend) {
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     {
-        let mut server = start(&url, port).await;
+        let server = start(&url, port).await;
         for i in 0..20 {
             let body = json!({"resourceType": "Patient", "name": [{"family": format!("Durable{i}")}]});
             let r = client
@@ -64,9 +36,7 @@ async fn committed_writes_survive_kill_9(backend: Backend) {
             let created: Value = r.json().await.unwrap();
             ids.push(created["id"].as_str().unwrap().to_string());
         }
-        // SIGKILL: no shutdown hooks, no checkpoint.
-        server.0.kill().unwrap();
-        server.0.wait().unwrap();
+        server.kill_9();
     }
     let _server = start(&url, port).await;
     for id in &ids {

@@ -283,3 +283,49 @@ macro_rules! both_backends {
         )*
     };
 }
+
+/// A `portico serve` process, killed when dropped.
+pub struct ServeProcess(pub std::process::Child);
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl ServeProcess {
+    /// `portico serve ARGS --listen 127.0.0.1:PORT`, once `/readyz` answers.
+    pub async fn start(args: &[&str], port: u16) -> ServeProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .arg("serve")
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("PORTICO_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn portico serve");
+        let running = ServeProcess(child);
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            let ready = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return running;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("portico serve did not become ready");
+    }
+
+    /// `kill -9`: no shutdown hooks, no checkpoint.
+    pub fn kill_9(mut self) {
+        self.0.kill().expect("kill");
+        self.0.wait().expect("wait");
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}

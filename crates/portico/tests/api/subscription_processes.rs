@@ -4,27 +4,14 @@
 //! delivering is killed the other takes over.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::{fresh_database, Backend};
+use crate::harness::{free_port, fresh_database, Backend, ServeProcess};
 use crate::subscriptions::{events_of, lab, status_param, subscription, Receiver};
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
 
 /// A short lease and fast polling, so a takeover happens within a second.
 fn write_config(dir: &Path) -> String {
@@ -61,29 +48,12 @@ fn service_token(database_url: &str, config: &str, base: &str) -> String {
     cli(&issue)["access_token"].as_str().unwrap().to_owned()
 }
 
-async fn start(database_url: &str, config: &str, port: u16, base: &str) -> Running {
-    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
-        .args(["serve", "--database-url", database_url, "--config", config, "--base-url", base])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("PORTICO_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn portico serve");
-    let running = Running(child);
-    let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client.get(format!("http://127.0.0.1:{port}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
-            return running;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("portico serve did not become ready");
+async fn start(database_url: &str, config: &str, port: u16, base: &str) -> ServeProcess {
+    ServeProcess::start(&["--database-url", database_url, "--config", config, "--base-url", base], port).await
 }
 
-fn kill_9(mut server: Running) {
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
+fn kill_9(server: ServeProcess) {
+    server.kill_9();
 }
 
 struct Api {
