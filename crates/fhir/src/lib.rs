@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod datetime;
 pub mod dedup;
+pub mod elements;
 pub mod fhirpath;
 pub mod index;
 pub mod labels;

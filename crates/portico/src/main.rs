@@ -4,6 +4,7 @@ mod admin;
 mod convert;
 mod demo_accounts;
 mod demo_run;
+mod group;
 mod import;
 mod link_cli;
 mod run;
@@ -64,6 +65,9 @@ enum Command {
     /// Single-task action links (approve a prior authorization, sign a Consent) for one Task.
     #[command(subcommand, name = "task-link")]
     TaskLink(task_link::TaskLinkCommand),
+    /// Groups of patients (an attribution list) for `Group/{id}/$export`.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Link, the app developer's side: serve it, register apps, manage the directory and keys.
     #[command(subcommand)]
     Link(link_cli::LinkCommand),
@@ -186,6 +190,7 @@ fn main() -> ExitCode {
             Command::Launch(c) => admin::launch(c).await,
             Command::Link(c) => link_cli::run(c).await,
             Command::TaskLink(c) => task_link::run(c).await,
+            Command::Group(c) => group::run(c).await,
             Command::Validate(args) => validate::run(args),
             Command::Convert(args) => convert::run(args),
         }

@@ -68,6 +68,8 @@ pub struct FileConfig {
     pub labels: LabelsConfig,
     #[serde(default)]
     pub subscriptions: server::SubscriptionsConfig,
+    #[serde(default)]
+    pub bulk: bulk::BulkConfig,
 }
 
 /// `[labels]`: the sensitivity labeler applied on every write and import.
@@ -107,8 +109,25 @@ pub fn server_config(args: &ServeArgs, base_url: String) -> Result<ServerConfig,
         auth: file.auth,
         dev_open_access: args.dev_open_access,
         subscriptions: file.subscriptions,
+        bulk: bulk_config(file.bulk, &args.db.database_url),
         ..ServerConfig::default()
     })
+}
+
+/// Export files go beside a SQLite database (`portico.db` → `bulk/` in its folder), or to
+/// `portico-data/bulk` for PostgreSQL, unless `[bulk] storage` says where.
+fn bulk_config(mut bulk: bulk::BulkConfig, database_url: &str) -> bulk::BulkConfig {
+    if bulk.storage.is_none() {
+        let folder = if store::db::is_postgres_url(database_url) {
+            std::path::PathBuf::from("portico-data")
+        } else {
+            let path = database_url.strip_prefix("sqlite://").unwrap_or(database_url);
+            let path = path.split('?').next().unwrap_or(path);
+            std::path::Path::new(path).parent().map(std::path::Path::to_path_buf).unwrap_or_default()
+        };
+        bulk.storage = Some(folder.join("bulk").to_string_lossy().into_owned());
+    }
+    bulk
 }
 
 async fn serve_on(listener: tokio::net::TcpListener, state: AppState) -> Result<(), RunError> {

@@ -18,6 +18,8 @@ pub struct ServerConfig {
     pub dev_open_access: bool,
     /// Topic-based subscriptions (`[subscriptions]` in the config file).
     pub subscriptions: SubscriptionsConfig,
+    /// Bulk Data `$export` (`[bulk]` in the config file).
+    pub bulk: bulk::BulkConfig,
 }
 
 /// `[subscriptions]`: the notification worker.
@@ -61,6 +63,7 @@ impl Default for ServerConfig {
             demo_app: false,
             dev_open_access: false,
             subscriptions: SubscriptionsConfig::default(),
+            bulk: bulk::BulkConfig::default(),
         }
     }
 }

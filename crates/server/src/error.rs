@@ -90,3 +90,21 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<bulk::BulkError> for ApiError {
+    fn from(e: bulk::BulkError) -> ApiError {
+        use bulk::BulkError as B;
+        match e {
+            B::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid", m),
+            B::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            B::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not-found", m),
+            B::TooManyJobs(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "throttled", m),
+            B::Store(s) => s.into(),
+            other => {
+                // The cause goes to the log, never to the client.
+                tracing::error!(error = %other, "bulk export failure");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "exception", "internal error in the export service")
+            }
+        }
+    }
+}

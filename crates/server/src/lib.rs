@@ -46,6 +46,8 @@ pub struct Shared {
     /// What a request without a token may do under `--dev-open-access`: one value for all of
     /// them (it holds no per-request state), not an allocation per request.
     open_access: Arc<oauth::access::Access>,
+    /// Bulk Data export (`None` when turned off).
+    pub bulk: Option<bulk::Exporter>,
 }
 
 impl std::ops::Deref for AppState {
@@ -79,6 +81,23 @@ impl AppState {
             .map_err(OAuthError::internal)?;
             notifier.spawn();
         }
+        let bulk = if config.bulk.enabled {
+            // Without a configured place, files go to the temporary folder (they expire anyway);
+            // `portico serve` configures a folder beside its database.
+            let storage = config
+                .bulk
+                .storage
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("portico-bulk").to_string_lossy().into_owned());
+            let fhir_base = config.auth.fhir_base_url.clone();
+            let origin = fhir_base.strip_suffix("/fhir").unwrap_or(&fhir_base).to_owned();
+            let deps = bulk::Deps { store: store.clone(), auth: auth.clone(), origin, fhir_base };
+            let exporter = bulk::Exporter::new(deps, config.bulk.clone(), &storage).map_err(OAuthError::internal)?;
+            exporter.spawn();
+            Some(exporter)
+        } else {
+            None
+        };
         Ok(AppState(Arc::new(Shared {
             store,
             config: Arc::new(config),
@@ -86,6 +105,7 @@ impl AppState {
             audit,
             capability: Arc::new(capability),
             open_access: Arc::new(oauth::access::Access::dev_open()),
+            bulk,
         })))
     }
 }

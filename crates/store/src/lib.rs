@@ -14,7 +14,9 @@ mod cache;
 pub mod clock;
 pub mod db;
 mod error;
+mod export;
 mod indexes;
+pub mod jobs;
 mod read;
 pub mod restrict;
 mod search;
@@ -29,6 +31,8 @@ pub use bundle::{parse_etag, BundleKind, BundleResult, EntryResult, RestWrite, R
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::Dialect;
 pub use error::StoreError;
+pub use export::{DeletedRow, ExportRow, ExportSlice};
+pub use jobs::{JobRecord, JobStatus, NewJob};
 pub use read::{HistoryEntry, HistoryPage, HistoryQuery, HistoryScope, ReadOutcome};
 pub use restrict::{Restriction, TypeRule, TypeRules, SHARED_TYPES};
 pub use search::{EverythingQuery, SearchPage};

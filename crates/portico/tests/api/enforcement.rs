@@ -23,7 +23,7 @@ use crate::smart::{backend_keys, register, register_with, REDIRECT};
 const OBS_CATEGORY: &str = "http://terminology.hl7.org/CodeSystem/observation-category";
 
 /// Register the apps the tests' grants belong to.
-async fn apps(server: &TestServer) {
+pub(crate) async fn apps(server: &TestServer) {
     register(
         server,
         "app",
@@ -36,7 +36,13 @@ async fn apps(server: &TestServer) {
     register_with(server, "svc", ClientType::ConfidentialAsymmetric, vec![], "system/*.cruds", Some(jwks), false).await;
 }
 
-async fn user(server: &TestServer, username: &str, role: Role, fhir_user: Option<String>, patients: &[&str]) {
+pub(crate) async fn user(
+    server: &TestServer,
+    username: &str,
+    role: Role,
+    fhir_user: Option<String>,
+    patients: &[&str],
+) {
     server
         .store
         .create_user(NewUser {
@@ -53,7 +59,7 @@ async fn user(server: &TestServer, username: &str, role: Role, fhir_user: Option
 }
 
 /// An access token for a grant made directly (the OAuth flows are tested in `smart`).
-async fn token(
+pub(crate) async fn token(
     server: &TestServer,
     username: Option<&str>,
     scopes: &str,
@@ -393,12 +399,12 @@ async fn scope_matrix(backend: Backend) {
 
 /// Demo data: two practitioners whose care-team patient lists overlap, a parent who is proxy
 /// for two children, and a member with behavioral-health and substance-use records.
-struct Demo {
-    data: demo::DemoData,
+pub(crate) struct Demo {
+    pub(crate) data: demo::DemoData,
 }
 
 impl Demo {
-    async fn load(server: &TestServer) -> Demo {
+    pub(crate) async fn load(server: &TestServer) -> Demo {
         let data = demo::generate(&demo::DemoConfig { seed: 7, patients: 10 });
         let mut resources = Vec::new();
         for bundle in &data.bundles {

@@ -6,6 +6,7 @@ mod legacy_portal;
 mod link_harness;
 
 mod action_links;
+mod bulk;
 mod cli;
 mod crud;
 mod durability;

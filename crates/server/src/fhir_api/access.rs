@@ -98,11 +98,18 @@ fn audit_record(
         grant_id: token.map(|t| t.grant.grant_id.to_string()),
         patient_id: access.and_then(|a| a.patient.clone()).or(patient).or_else(|| match segments.as_slice() {
             // A refused request names its patient only in the path, if at all.
-            ["Patient", id, ..] if !id.starts_with('_') => Some((*id).to_owned()),
+            ["Patient", id, ..] if !id.starts_with('_') && !id.starts_with('$') => Some((*id).to_owned()),
             _ => None,
         }),
-        resource_type: segments.first().filter(|s| !s.starts_with('_')).map(|s| (*s).to_owned()),
-        resource_id: segments.get(1).filter(|s| !s.starts_with('_') && !s.starts_with('$')).map(|s| (*s).to_owned()),
+        // The export status and file URLs (`/bulk/…`) are not FHIR resources.
+        resource_type: segments
+            .first()
+            .filter(|s| !s.starts_with('_') && !s.starts_with('$') && !path.starts_with("/bulk/"))
+            .map(|s| (*s).to_owned()),
+        resource_id: segments
+            .get(1)
+            .filter(|s| !s.starts_with('_') && !s.starts_with('$') && !path.starts_with("/bulk/"))
+            .map(|s| (*s).to_owned()),
         detail: detail(&segments, query),
     }
 }
@@ -111,6 +118,9 @@ fn audit_record(
 fn interaction_of(method: &Method, segments: &[&str]) -> (&'static str, &'static str) {
     match (method.as_str(), segments) {
         ("POST", []) => ("transaction", "E"),
+        ("GET" | "POST", [op]) if op.starts_with('$') => ("operation", "E"),
+        ("GET" | "POST", [_, op]) if op.starts_with('$') => ("operation", "E"),
+        (_, ["bulk", ..]) => ("operation", "R"),
         ("GET", ["_history"]) => ("history-system", "R"),
         ("GET", [_]) => ("search-type", "E"),
         ("POST", [_]) => ("create", "C"),

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use axum::http::StatusCode;
 use axum::response::Response;
 use fhir::search::{SearchRequest, Summary};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use store::clock::instant_text;
 use store::{EverythingQuery, HistoryQuery, HistoryScope, ReadOutcome, SearchPage, StoredResource};
 
@@ -13,8 +13,6 @@ use crate::error::ApiError;
 use crate::request::query_pairs;
 use crate::response::{fhir_json, BundleWriter};
 use crate::AppState;
-
-const SUBSETTED: (&str, &str) = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED");
 
 /// The searchset Bundle's text for one page of results.
 pub fn searchset(state: &AppState, request: &SearchRequest, pairs: &[(String, String)], page: &SearchPage) -> String {
@@ -216,23 +214,11 @@ fn shaped<'a>(r: &'a StoredResource, request: &SearchRequest) -> Cow<'a, str> {
         return Cow::Borrowed(r.body.as_str());
     };
     match keep {
-        Some(keep) => {
-            doc.retain(|k, _| matches!(k.as_str(), "resourceType" | "id" | "meta") || keep.contains(&k.as_str()))
-        }
+        Some(keep) => fhir::elements::retain(&mut doc, &keep),
         None => {
             doc.shift_remove("text");
+            fhir::elements::mark_subsetted(&mut doc);
         }
     }
-    mark_subsetted(&mut doc);
     Cow::Owned(Value::Object(doc).to_string())
-}
-
-fn mark_subsetted(doc: &mut Map<String, Value>) {
-    let meta = doc.entry("meta").or_insert_with(|| json!({}));
-    if let Some(meta) = meta.as_object_mut() {
-        let tags = meta.entry("tag").or_insert_with(|| json!([]));
-        if let Some(tags) = tags.as_array_mut() {
-            tags.push(json!({"system": SUBSETTED.0, "code": SUBSETTED.1}));
-        }
-    }
 }

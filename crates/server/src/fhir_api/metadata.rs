@@ -126,6 +126,9 @@ pub fn capability_statement(base_url: &str, oauth_uris: &[(&str, String)]) -> Va
                     "name": "everything",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
                 }, {
+                    "name": "export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
+                }, {
                     "name": "member-match",
                     "definition": "http://hl7.org/fhir/us/davinci-hrex/OperationDefinition/member-match"
                 }]);
@@ -137,6 +140,12 @@ pub fn capability_statement(base_url: &str, oauth_uris: &[(&str, String)]) -> Va
                     "documentation": "POST a Parameters with policy (click-through | pin | sign-in) and optionally expires: \
                         a single-use link for the Task's one action (a prior authorization Claim or a Consent), \
                         recorded on the Task as an input of type https://portico.dev/fhir/CodeSystem/task-io|action-link"
+                }]);
+            }
+            if rtype == "Group" {
+                resource["operation"] = json!([{
+                    "name": "export",
+                    "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"
                 }]);
             }
             if rtype == "Subscription" {
@@ -153,6 +162,7 @@ pub fn capability_statement(base_url: &str, oauth_uris: &[(&str, String)]) -> Va
         "kind": "instance",
         "software": { "name": "Portico", "version": env!("CARGO_PKG_VERSION") },
         "implementation": { "description": "Portico FHIR R4 server", "url": base_url },
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "rest": [{
@@ -164,6 +174,10 @@ pub fn capability_statement(base_url: &str, oauth_uris: &[(&str, String)]) -> Va
                 {"code": "batch"},
                 {"code": "history-system"}
             ],
+            "operation": [{
+                "name": "export",
+                "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+            }],
             "searchParam": [
                 {"name": "_count", "type": "number"},
                 {"name": "_sort", "type": "string"},

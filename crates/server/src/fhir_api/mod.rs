@@ -3,6 +3,7 @@
 pub mod access;
 mod action_link;
 mod audit_events;
+mod bulk;
 mod bundles;
 mod guard;
 mod instance;
@@ -27,6 +28,11 @@ pub fn routes() -> Router<AppState> {
         .route("/fhir", post(system::bundle))
         .route("/fhir/", post(system::bundle))
         .route("/fhir/_history", get(system::history))
+        .route("/fhir/$export", get(bulk::system_get).post(bulk::system_post))
+        .route("/fhir/Patient/$export", get(bulk::patient_get).post(bulk::patient_post))
+        .route("/fhir/Group/{id}/$export", get(bulk::group_get).post(bulk::group_post))
+        .route("/bulk/jobs/{id}", get(bulk::status).delete(bulk::cancel))
+        .route("/bulk/files/{id}/{name}", get(bulk::file))
         .route(
             "/fhir/{rtype}",
             get(search::search_get)

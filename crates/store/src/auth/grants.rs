@@ -201,6 +201,15 @@ pub(super) async fn revoke_tree(conn: &mut Conn<'_>, roots: &[String], now: i64,
             .push(" WHERE used_at IS NULL AND revoked_at IS NULL AND grant_id IN ")
             .bind_list(ids());
         execute(conn, &sql).await?;
+        // A job's output goes too: the sweeper removes the files of jobs past `expires_ms`.
+        let mut sql = Sql::new(conn.dialect());
+        sql.push("UPDATE jobs SET status = 'cancelled', error = 'the authorization was revoked', finished_ms = ")
+            .bind(now * 1000)
+            .push(", expires_ms = ")
+            .bind(now * 1000)
+            .push(", lease_until = NULL WHERE status IN ('queued', 'running', 'completed') AND grant_id IN ")
+            .bind_list(ids());
+        execute(conn, &sql).await?;
         if conn.dialect() == Dialect::Postgres {
             for id in chunk {
                 let mut sql = Sql::new(conn.dialect());
