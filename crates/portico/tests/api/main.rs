@@ -7,6 +7,7 @@ mod link_harness;
 
 mod action_links;
 mod bulk;
+mod bulk_processes;
 mod cli;
 mod crud;
 mod durability;
