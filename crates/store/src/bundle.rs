@@ -245,6 +245,26 @@ impl Store {
         })
     }
 
+    /// A failed batch entry; a stale `If-Match` (412) carries the current version, so an offline
+    /// client can merge and retry that entry alone. (The caller decides whether the requester
+    /// may see it.)
+    async fn failed_with_current(&self, error: StoreError) -> Result<EntryResult, StoreError> {
+        let current = match &error {
+            StoreError::VersionConflict { resource_type, id, .. } => match self.read(resource_type, id).await? {
+                crate::ReadOutcome::Found(current) => Some(current),
+                _ => None,
+            },
+            _ => None,
+        };
+        let mut result = EntryResult::failed(error);
+        if let Some(current) = current {
+            result.version = Some(current.version);
+            result.last_updated_ms = Some(current.last_updated_ms);
+            result.resource = Some(current);
+        }
+        Ok(result)
+    }
+
     async fn batch(&self, entries: Vec<Entry>) -> Result<BundleResult, StoreError> {
         let mut results = Vec::with_capacity(entries.len());
         for e in entries {
@@ -257,9 +277,9 @@ impl Store {
                 Method::Get => self.get_entry(&single.url).await,
                 _ => match Box::pin(self.transaction(vec![single])).await {
                     Ok(mut r) => r.entries.pop().unwrap_or_else(|| EntryResult::status("200 OK")),
-                    Err(StoreError::InBundle { source, .. }) => EntryResult::failed(*source),
+                    Err(StoreError::InBundle { source, .. }) => self.failed_with_current(*source).await?,
                     Err(StoreError::Database(e)) => return Err(StoreError::Database(e)),
-                    Err(other) => EntryResult::failed(other),
+                    Err(other) => self.failed_with_current(other).await?,
                 },
             };
             results.push(result);

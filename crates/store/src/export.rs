@@ -76,9 +76,8 @@ impl Store {
             .collect())
     }
 
-    /// Resources of `slice.resource_type` deleted at or after `slice.since_ms`, by rkey. Only
-    /// meaningful for a caller who sees the whole type: a deleted resource keeps no index rows,
-    /// so neither its compartment nor its labels can be checked (the caller decides).
+    /// Resources of `slice.resource_type` deleted at or after `slice.since_ms`, by rkey, without
+    /// any restriction: the caller offers them only to clients that see the whole type.
     pub async fn export_deleted_page(&self, slice: &ExportSlice<'_>) -> Result<Vec<DeletedRow>, StoreError> {
         let Some(since) = slice.since_ms else { return Ok(Vec::new()) };
         let mut sql = Sql::new(self.dialect());

@@ -214,8 +214,7 @@ impl Store {
             }
         }
         let mut conn = tx.conn();
-        let seq = next_seq(&mut conn).await?;
-        let now_ms = epoch_ms(self.clock.now());
+        let (seq, now_ms) = next_commit(&mut conn, epoch_ms(self.clock.now())).await?;
         let existing = load_existing(&mut conn, &prepared).await?;
 
         let mut ready = Vec::with_capacity(prepared.len());
@@ -361,12 +360,15 @@ impl Store {
                 outcome.unchanged = true;
                 outcome.version = existing.map_or(0, |e| e.version);
             }
+            // The index rows of the last version stay: a deleted resource keeps its compartment
+            // and labels, so history and sync pulls decide who may see its tombstone as they did
+            // for the resource. Searches and reads only ever match live rows.
             return Ok(Ready {
                 outcome,
                 method: "DELETE",
                 hash: None,
                 extracted: Extracted::default(),
-                existing_rkey: live.map(|current| current.rkey),
+                existing_rkey: None,
             });
         }
         let Some(Normalized { body, hash, extracted }) = p.doc else {
@@ -545,13 +547,20 @@ fn valid_id(id: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Take the next commit sequence value. On PostgreSQL the row lock is held until commit, so
-/// sequence order is commit order (a reader that saw seq N has seen everything below N).
-async fn next_seq(conn: &mut Conn<'_>) -> Result<i64, StoreError> {
+/// Take the next commit sequence value and this commit's `lastUpdated` time: `now_ms`, or 1 ms
+/// after the previous commit's when the clock has not moved past it. On PostgreSQL the row lock
+/// is held until commit, so both follow commit order (a reader that saw seq N has seen
+/// everything below N, and every later commit carries a later `lastUpdated`).
+async fn next_commit(conn: &mut Conn<'_>, now_ms: i64) -> Result<(i64, i64), StoreError> {
     let mut sql = Sql::new(conn.dialect());
-    sql.push("UPDATE commit_seq SET value = value + 1 WHERE one = 1 RETURNING value");
-    let rows = conn.fetch(&sql, &[Col::Int]).await?;
-    rows.first().map(|r| r.int(0)).ok_or_else(|| StoreError::Config("commit_seq row missing".into()))
+    let greatest = if conn.dialect() == Dialect::Postgres { "GREATEST" } else { "MAX" };
+    sql.push("UPDATE commit_seq SET value = value + 1, last_ms = ")
+        .push(greatest)
+        .push("(last_ms + 1, ")
+        .bind(now_ms)
+        .push(") WHERE one = 1 RETURNING value, last_ms");
+    let rows = conn.fetch(&sql, &[Col::Int, Col::Int]).await?;
+    rows.first().map(|r| (r.int(0), r.int(1))).ok_or_else(|| StoreError::Config("commit_seq row missing".into()))
 }
 
 async fn load_existing(

@@ -26,5 +26,6 @@ mod search_oracle;
 mod smart;
 mod subscription_processes;
 mod subscriptions;
+mod sync;
 mod token_exchange;
 mod transactions;

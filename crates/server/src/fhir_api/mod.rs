@@ -11,6 +11,7 @@ mod member_match;
 pub mod metadata;
 mod search;
 mod subscriptions;
+mod sync;
 mod system;
 
 mod writes;
@@ -29,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/fhir/", post(system::bundle))
         .route("/fhir/_history", get(system::history))
         .route("/fhir/$export", get(bulk::system_get).post(bulk::system_post))
+        .route("/fhir/$sync", get(sync::pull))
         .route("/fhir/Patient/$export", get(bulk::patient_get).post(bulk::patient_post))
         .route("/fhir/Group/{id}/$export", get(bulk::group_get).post(bulk::group_post))
         .route("/bulk/jobs/{id}", get(bulk::status).delete(bulk::cancel))

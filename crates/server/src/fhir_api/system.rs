@@ -58,8 +58,28 @@ pub async fn bundle(
         if let Some(lu) = entry.last_updated_ms {
             response["lastModified"] = json!(instant_text(lu));
         }
-        if let Some(error) = entry.error {
+        let mut entry = entry;
+        if let Some(error) = entry.error.take() {
+            let etag = response.get("etag").cloned();
+            let last_modified = response.get("lastModified").cloned();
             response = failed(&error.into());
+            // A stale If-Match: the current version, for a caller who may read it, so an offline
+            // client can merge.
+            let readable = match &entry.resource {
+                Some(r) => match access.restriction(&r.resource_type, Interaction::Read) {
+                    Ok(restriction) => state.store.visible(&r.resource_type, &r.id, &restriction).await?,
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            if readable {
+                if let (Some(etag), Some(lm)) = (etag, last_modified) {
+                    response["etag"] = etag;
+                    response["lastModified"] = lm;
+                }
+            } else {
+                entry.resource = None;
+            }
         }
         let full_url = entry.resource.as_ref().map(|r| format!("{base}/{}/{}", r.resource_type, r.id));
         out.entry(full_url.as_deref(), entry.resource.as_ref().map(|r| r.body.as_str()), &[("response", response)]);
