@@ -8,6 +8,7 @@ mod group;
 mod import;
 mod link_cli;
 mod run;
+mod sync_client;
 mod task_link;
 mod validate;
 
@@ -65,6 +66,8 @@ enum Command {
     /// Single-task action links (approve a prior authorization, sign a Consent) for one Task.
     #[command(subcommand, name = "task-link")]
     TaskLink(task_link::TaskLinkCommand),
+    /// The offline client: keep a local database in step with a server (pull, push, status, resolve).
+    Sync(sync_client::SyncArgs),
     /// Groups of patients (an attribution list) for `Group/{id}/$export`.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -191,6 +194,7 @@ fn main() -> ExitCode {
             Command::Link(c) => link_cli::run(c).await,
             Command::TaskLink(c) => task_link::run(c).await,
             Command::Group(c) => group::run(c).await,
+            Command::Sync(c) => sync_client::run(c).await,
             Command::Validate(args) => validate::run(args),
             Command::Convert(args) => convert::run(args),
         }

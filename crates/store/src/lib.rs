@@ -37,7 +37,7 @@ pub use jobs::{JobRecord, JobStatus, NewJob};
 pub use read::{HistoryEntry, HistoryPage, HistoryQuery, HistoryScope, ReadOutcome};
 pub use restrict::{Restriction, TypeRule, TypeRules, SHARED_TYPES};
 pub use search::{EverythingQuery, SearchPage};
-pub use sync::{ChangePage, SyncCursor, SyncPosition};
+pub use sync::{ChangePage, SyncCursor, SyncPosition, VersionRow};
 pub use write::{ImportStats, PreparedImport, WriteOutcome, WriteRequest};
 
 use db::Pool;

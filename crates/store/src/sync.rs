@@ -143,3 +143,31 @@ impl Store {
         }))
     }
 }
+
+/// A stored resource's current version (for an offline client's bookkeeping).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRow {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    pub deleted: bool,
+}
+
+impl Store {
+    /// Every resource's current version, deleted ones included.
+    pub async fn current_versions(&self) -> Result<Vec<VersionRow>, StoreError> {
+        let mut sql = Sql::new(self.dialect());
+        sql.push("SELECT rtype, id, version, deleted FROM resources ORDER BY rkey");
+        let mut lease = self.pool.read_conn().await?;
+        let rows = lease.conn().fetch(&sql, &[Col::Text, Col::Text, Col::Int, Col::Int]).await?;
+        Ok(rows
+            .into_iter()
+            .map(|mut r| VersionRow {
+                resource_type: r.take_text(0).unwrap_or_default(),
+                id: r.take_text(1).unwrap_or_default(),
+                version: r.int(2),
+                deleted: r.int(3) != 0,
+            })
+            .collect())
+    }
+}

@@ -27,5 +27,6 @@ mod smart;
 mod subscription_processes;
 mod subscriptions;
 mod sync;
+mod sync_client;
 mod token_exchange;
 mod transactions;
