@@ -260,52 +260,6 @@ fn strip_meta(mut resource: Value) -> Value {
     resource
 }
 
-/// Store the server's version `server_version` of a resource locally (unless a local edit is
-/// pending: then it is a conflict).
-async fn apply_server_version(
-    store: &Store,
-    state: &mut State,
-    resource: Value,
-    server_version: i64,
-) -> Result<(), RunError> {
-    let (Some(t), Some(id)) = (resource["resourceType"].as_str(), resource["id"].as_str()) else { return Ok(()) };
-    let (t, id) = (t.to_owned(), id.to_owned());
-    let key = key_of(&t, &id);
-    if state.base.get(&key).is_some_and(|b| b.server >= server_version) {
-        return Ok(()); // already held (often our own push coming back)
-    }
-    if has_local_edit(store, state, &t, &id).await? {
-        state.conflicts.insert(key, Conflict { server_version, resource: Some(resource) });
-        return Ok(());
-    }
-    let written = store
-        .write(vec![WriteRequest::Update { resource_type: t, id, resource: strip_meta(resource), if_match: None }])
-        .await?;
-    if let Some(w) = written.first() {
-        state.base.insert(key.clone(), Base { server: server_version, local: w.version });
-    }
-    state.conflicts.remove(&key);
-    Ok(())
-}
-
-async fn apply_server_delete(
-    store: &Store,
-    state: &mut State,
-    t: &str,
-    id: &str,
-    server_version: i64,
-) -> Result<(), RunError> {
-    let key = key_of(t, id);
-    if has_local_edit(store, state, t, id).await? {
-        state.conflicts.insert(key, Conflict { server_version, resource: None });
-        return Ok(());
-    }
-    store.write(vec![WriteRequest::Delete { resource_type: t.into(), id: id.into(), if_match: None }]).await?;
-    state.base.remove(&key);
-    state.conflicts.remove(&key);
-    Ok(())
-}
-
 /// Remove everything of a patient who left the list.
 async fn purge_patient(store: &Store, state: &mut State, patient: &str) -> Result<usize, RunError> {
     let mut cursor = None;
@@ -336,6 +290,7 @@ async fn pull(store: &Store, client: &mut Client<'_>) -> Result<(), RunError> {
         }
         let bundle = client.send(reqwest::Method::GET, &path, None).await?;
         let entries = bundle["entry"].as_array().cloned().unwrap_or_default();
+        let mut changes: Vec<(String, String, i64, Option<Value>)> = Vec::new();
         for entry in &entries {
             let resource = &entry["resource"];
             if resource["resourceType"] == "Parameters" && entry["request"]["url"] == "$sync-patients" {
@@ -357,13 +312,14 @@ async fn pull(store: &Store, client: &mut Client<'_>) -> Result<(), RunError> {
             if entry["request"]["method"] == "DELETE" {
                 let url = entry["request"]["url"].as_str().unwrap_or_default();
                 if let Some((t, id)) = url.split_once('/') {
-                    apply_server_delete(store, client.state, t, id, version).await?;
+                    changes.push((t.to_owned(), id.to_owned(), version, None));
                 }
-            } else if resource.is_object() {
-                apply_server_version(store, client.state, resource.clone(), version).await?;
+            } else if let (Some(t), Some(id)) = (resource["resourceType"].as_str(), resource["id"].as_str()) {
+                changes.push((t.to_owned(), id.to_owned(), version, Some(resource.clone())));
             }
             applied += 1;
         }
+        apply_page(store, client.state, changes).await?;
         let next = bundle["link"]
             .as_array()
             .into_iter()
@@ -386,18 +342,64 @@ async fn pull(store: &Store, client: &mut Client<'_>) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Apply one page of server changes in one local transaction: the newest version of each
+/// resource in the page, except those edited locally (conflicts) or already held.
+async fn apply_page(
+    store: &Store,
+    state: &mut State,
+    changes: Vec<(String, String, i64, Option<Value>)>,
+) -> Result<(), RunError> {
+    let mut newest: BTreeMap<String, (String, String, i64, Option<Value>)> = BTreeMap::new();
+    for change in changes {
+        newest.insert(key_of(&change.0, &change.1), change);
+    }
+    let mut writes = Vec::new();
+    let mut keys = Vec::new();
+    for (key, (t, id, version, resource)) in newest {
+        if resource.is_some() && state.base.get(&key).is_some_and(|b| b.server >= version) {
+            continue; // already held (often our own push coming back)
+        }
+        if has_local_edit(store, state, &t, &id).await? {
+            state.conflicts.insert(key, Conflict { server_version: version, resource });
+            continue;
+        }
+        keys.push((key, version, resource.is_some()));
+        writes.push(match resource {
+            Some(r) => WriteRequest::Update { resource_type: t, id, resource: strip_meta(r), if_match: None },
+            None => WriteRequest::Delete { resource_type: t, id, if_match: None },
+        });
+    }
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let outcomes = store.write(writes).await?;
+    for ((key, version, live), outcome) in keys.into_iter().zip(outcomes) {
+        state.conflicts.remove(&key);
+        if live {
+            state.base.insert(key, Base { server: version, local: outcome.version });
+        } else {
+            state.base.remove(&key);
+        }
+    }
+    Ok(())
+}
+
 /// A patient who joined the list: their whole compartment, by `$everything` pages.
 async fn fetch_everything(store: &Store, client: &mut Client<'_>, patient: &str) -> Result<usize, RunError> {
     let mut path = format!("Patient/{patient}/$everything?_count=500");
     let mut n = 0;
     loop {
         let bundle = client.send(reqwest::Method::GET, &path, None).await?;
+        let mut changes = Vec::new();
         for entry in bundle["entry"].as_array().into_iter().flatten() {
             let resource = entry["resource"].clone();
             let version = resource["meta"]["versionId"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
-            apply_server_version(store, client.state, resource, version).await?;
-            n += 1;
+            if let (Some(t), Some(id)) = (resource["resourceType"].as_str(), resource["id"].as_str()) {
+                changes.push((t.to_owned(), id.to_owned(), version, Some(resource.clone())));
+                n += 1;
+            }
         }
+        apply_page(store, client.state, changes).await?;
         match bundle["link"].as_array().into_iter().flatten().find(|l| l["relation"] == "next") {
             Some(l) => path = l["url"].as_str().unwrap_or_default().to_owned(),
             None => return Ok(n),

@@ -266,6 +266,39 @@ impl Store {
     }
 
     async fn batch(&self, entries: Vec<Entry>) -> Result<BundleResult, StoreError> {
+        // A batch of plain updates and deletes (an offline client's push) is tried as one
+        // transaction first: one commit instead of one per entry. Such entries cannot depend on
+        // each other (no conditional URLs, no `urn:` ids, no creates), so applying them together
+        // is what applying them one by one gives when all succeed. If any fails, nothing of the
+        // attempt is kept and every entry is applied alone, as below.
+        let independent = entries.len() > 1
+            && entries.iter().all(|e| {
+                e.error.is_none()
+                    && matches!(e.method, Method::Put | Method::Delete)
+                    && !e.url.contains('?')
+                    && e.if_none_exist.is_none()
+                    && e.full_url.as_deref().is_none_or(|u| !u.starts_with("urn:"))
+            });
+        if independent {
+            let together: Vec<Entry> = entries
+                .iter()
+                .map(|e| Entry {
+                    index: e.index,
+                    error: None,
+                    method: e.method,
+                    url: e.url.clone(),
+                    full_url: e.full_url.clone(),
+                    resource: e.resource.clone(),
+                    if_none_exist: None,
+                    if_match: e.if_match,
+                })
+                .collect();
+            match Box::pin(self.transaction(together)).await {
+                Ok(result) => return Ok(result),
+                Err(StoreError::Database(e)) => return Err(StoreError::Database(e)),
+                Err(_) => {} // an entry failed: apply them one by one
+            }
+        }
         let mut results = Vec::with_capacity(entries.len());
         for e in entries {
             if let Some(err) = e.error {
