@@ -33,9 +33,19 @@ pub struct SyncArgs {
     /// A refresh token (`offline_access`), used when the access token has expired (remembered).
     #[arg(long, env = "PORTICO_SYNC_REFRESH_TOKEN")]
     pub refresh_token: Option<String>,
-    /// The app's client id, for refreshing (remembered).
+    /// The app's client id, for signing in and refreshing (remembered).
     #[arg(long)]
     pub client_id: Option<String>,
+    /// Sign in through a browser first (authorization code with PKCE; the app must be registered
+    /// with `--redirect-uri`): prints the address to open and waits for the redirect.
+    #[arg(long)]
+    pub sign_in: bool,
+    /// The loopback redirect URI registered for the app (for `--sign-in`).
+    #[arg(long, default_value = "http://127.0.0.1:8765/callback")]
+    pub redirect_uri: String,
+    /// The scopes to ask for at sign-in.
+    #[arg(long, default_value = "openid fhirUser offline_access user/*.cruds")]
+    pub scope: String,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(subcommand)]
@@ -130,6 +140,10 @@ pub async fn run(args: SyncArgs) -> Result<(), RunError> {
         if given.is_some() {
             slot.clone_from(given);
         }
+    }
+    if args.sign_in {
+        sign_in(&mut state, &args.redirect_uri, &args.scope).await?;
+        save(&path, &state)?;
     }
     let store = open_store(&args.db, "http://localhost/fhir", 0).await?;
     let result = match &args.command {
@@ -232,6 +246,112 @@ impl<'a> Client<'a> {
         }
         Ok(self.state.token.is_some())
     }
+}
+
+/// Sign in through the person's browser: SMART discovery, an authorization request with PKCE
+/// (S256) and a random state, the redirect caught on the loopback address, the code exchanged for
+/// tokens (kept in the state file).
+async fn sign_in(state: &mut State, redirect_uri: &str, scope: &str) -> Result<(), RunError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let fail = |what: String| RunError::Config(format!("sign-in: {what}"));
+    let server = state.server.clone().ok_or_else(|| fail("give --server".into()))?;
+    let client_id = state.client_id.clone().ok_or_else(|| fail("give --client-id (a registered app)".into()))?;
+    let url = reqwest::Url::parse(redirect_uri).map_err(|e| fail(format!("--redirect-uri: {e}")))?;
+    let host = url.host_str().unwrap_or_default().to_owned();
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]") {
+        return Err(fail("the redirect URI must be a loopback address (http://127.0.0.1:PORT/…)".into()));
+    }
+    let port = url.port_or_known_default().unwrap_or(80);
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let config: Value = http
+        .get(format!("{}/.well-known/smart-configuration", server.trim_end_matches('/')))
+        .send()
+        .await
+        .map_err(|e| fail(format!("discovery: {e}")))?
+        .json()
+        .await
+        .map_err(|e| fail(format!("discovery: {e}")))?;
+    let (Some(authorize), Some(token_endpoint)) =
+        (config["authorization_endpoint"].as_str(), config["token_endpoint"].as_str())
+    else {
+        return Err(fail("the server's SMART configuration has no authorization or token endpoint".into()));
+    };
+    let verifier = auth::password::random_token(32);
+    let expected_state = auth::password::random_token(16);
+    let mut address = reqwest::Url::parse(authorize).map_err(|e| fail(e.to_string()))?;
+    address
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("scope", scope)
+        .append_pair("state", &expected_state)
+        .append_pair("aud", &server)
+        .append_pair("code_challenge", &auth::pkce::s256_challenge(&verifier))
+        .append_pair("code_challenge_method", "S256");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| fail(format!("cannot listen on 127.0.0.1:{port}: {e}")))?;
+    eprintln!("Open this address in a browser and sign in:\n{address}");
+    let code = tokio::time::timeout(std::time::Duration::from_secs(300), async {
+        loop {
+            let (mut conn, _) = listener.accept().await.map_err(|e| fail(e.to_string()))?;
+            let mut buf = vec![0u8; 8192];
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+            let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+            if path != url.path() {
+                let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
+                continue;
+            }
+            let params: BTreeMap<String, String> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+            let (status, page, outcome) = if params.get("state") != Some(&expected_state) {
+                ("400 Bad Request", "This sign-in answer does not belong to this request.", None)
+            } else if let Some(error) = params.get("error") {
+                ("200 OK", "Sign-in was not completed; you can close this window.", Some(Err(error.clone())))
+            } else if let Some(code) = params.get("code") {
+                ("200 OK", "Signed in. You can close this window and go back to the terminal.", Some(Ok(code.clone())))
+            } else {
+                ("400 Bad Request", "No authorization code in this answer.", None)
+            };
+            let body = format!("<!doctype html><meta charset=utf-8><title>portico sync</title><p>{page}</p>");
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(answer.as_bytes()).await;
+            match outcome {
+                Some(Ok(code)) => return Ok(code),
+                Some(Err(error)) => return Err(fail(format!("the server answered {error}"))),
+                None => continue,
+            }
+        }
+    })
+    .await
+    .map_err(|_| fail("no answer from the browser within 5 minutes".into()))??;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect_uri),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let resp = http.post(token_endpoint).form(&form).send().await.map_err(|e| fail(e.to_string()))?;
+    let status = resp.status();
+    let tokens: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(fail(format!("the token endpoint refused the code: {}", tokens["error_description"])));
+    }
+    state.token = tokens["access_token"].as_str().map(str::to_owned);
+    state.refresh_token = tokens["refresh_token"].as_str().map(str::to_owned);
+    eprintln!("Signed in (scopes: {}).", tokens["scope"].as_str().unwrap_or_default());
+    Ok(())
 }
 
 /// The local version of `key` now: (version, deleted), or None if never stored.

@@ -3,6 +3,7 @@
 //! the polling limit and `portico group import`, on real processes.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -153,6 +154,84 @@ async fn an_export_survives_kill_9(backend: Backend) {
         text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, patients.iter().cloned().collect::<BTreeSet<_>>());
     drop(_server);
+    if let Some(name) = pg_name {
+        crate::harness::drop_database(&name).await.unwrap();
+    }
+}
+
+both_backends!(two_processes_run_each_export_once);
+
+/// Two `portico serve` processes on one database: exports kicked off at either are each run by
+/// one worker once (one claim each), and either process answers their status.
+async fn two_processes_run_each_export_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((url, pg_name)) = fresh_database(backend, &dir).await else { return };
+    let data = demo::generate(&demo::DemoConfig { seed: 5, patients: 3 });
+    let mut files = Vec::new();
+    for (i, b) in data.bundles.iter().enumerate() {
+        let path = dir.path().join(format!("bundle-{i}.json"));
+        std::fs::write(&path, b.to_string()).unwrap();
+        files.push(path);
+    }
+    let out = cli_import(&url, &files);
+    assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+    let expected =
+        data.resources().map(|r| format!("{}/{}", r["resourceType"], r["id"])).collect::<BTreeSet<_>>().len();
+    let config = dir.path().join("portico.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bulk]\nstorage = {:?}\nmax_resources_per_second = 2000\nlease_ms = 2000\nmin_poll_interval_ms = 0\n",
+            dir.path().join("bulk").to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let (pa, pb) = (free_port(), free_port());
+    let args = ["--database-url", url.as_str(), "--config", config.as_str(), "--dev-open-access"];
+    let _a = ServeProcess::start(&args, pa).await;
+    let _b = ServeProcess::start(&args, pb).await;
+    let client = reqwest::Client::new();
+    let mut jobs = Vec::new();
+    for i in 0..4 {
+        let port = if i % 2 == 0 { pa } else { pb };
+        let r = client
+            .get(format!("http://127.0.0.1:{port}/fhir/$export"))
+            .header("prefer", "respond-async")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        jobs.push(r.headers()["content-location"].to_str().unwrap().to_owned());
+    }
+    for job in &jobs {
+        // Asked at the other process's port: the status is the database's, not a process's.
+        let other = if job.contains(&format!(":{pa}/")) { pb } else { pa };
+        let url =
+            job.replace(&format!(":{pa}/"), &format!(":{other}/")).replace(&format!(":{pb}/"), &format!(":{other}/"));
+        let mut manifest = Value::Null;
+        for _ in 0..200 {
+            let r = client.get(&url).send().await.unwrap();
+            if r.status().as_u16() == 200 {
+                manifest = r.json().await.unwrap();
+                break;
+            }
+            assert_eq!(r.status().as_u16(), 202);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let total: i64 =
+            manifest["output"].as_array().expect("finished").iter().map(|f| f["count"].as_i64().unwrap()).sum();
+        assert_eq!(total as usize, expected, "every resource once in {job}");
+    }
+    let store =
+        store::Store::connect(&url, store::StoreOptions::default(), Arc::new(store::SystemClock)).await.unwrap();
+    for job in &jobs {
+        let id = job.rsplit('/').next().unwrap();
+        let record = store.job(id).await.unwrap().unwrap();
+        assert_eq!(record.attempts, 1, "job {id} was claimed {} times", record.attempts);
+    }
+    drop(store);
+    drop((_a, _b));
     if let Some(name) = pg_name {
         crate::harness::drop_database(&name).await.unwrap();
     }

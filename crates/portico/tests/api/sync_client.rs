@@ -162,3 +162,84 @@ async fn an_offline_mirror_reconciles(backend: Backend) {
     assert_eq!(status["conflicts"], json!([]), "{status}");
     drop(local);
 }
+
+both_backends!(signs_in_through_a_browser_and_refreshes);
+
+/// `portico sync --sign-in`: the authorization-code flow with PKCE through a browser (here the
+/// test's cookie-keeping client) to the loopback redirect; later an expired access token is
+/// replaced with the refresh token, so a long-offline client keeps working.
+async fn signs_in_through_a_browser_and_refreshes(backend: Backend) {
+    use crate::smart::{consent, follow, register, sign_in, Browser, PASSWORD};
+    use std::io::BufRead;
+
+    let Some(server) = TestServer::start_enforcing(backend).await else { return };
+    server
+        .seed(vec![
+            json!({"resourceType": "Practitioner", "id": "dr1"}),
+            json!({"resourceType": "Patient", "id": "p1", "generalPractitioner": [{"reference": "Practitioner/dr1"}]}),
+            obs("o1", "p1", "one"),
+        ])
+        .await;
+    let port = free_port();
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    let scopes = "openid fhirUser offline_access user/*.cruds";
+    register(&server, "ward", store::auth::ClientType::Public, vec![redirect.clone()], scopes).await;
+    server
+        .store
+        .create_user(store::auth::NewUser {
+            username: "dr1".into(),
+            password_hash: auth::password::hash_secret(PASSWORD).unwrap(),
+            role: Role::Practitioner,
+            fhir_user: Some("Practitioner/dr1".into()),
+            patients: vec![],
+        })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror.db").to_string_lossy().into_owned();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["sync", "--server", &server.base, "--client-id", "ward", "--sign-in", "--redirect-uri", &redirect])
+        .args(["--scope", scopes, "--database-url", &mirror, "pull"])
+        .env("PORTICO_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let log = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("http") {
+                let _ = tx.send(line.clone());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let address = tokio::task::spawn_blocking(move || rx.recv().unwrap()).await.unwrap();
+    assert!(address.contains("code_challenge_method=S256") && address.contains("state="), "{address}");
+    let browser = Browser::new();
+    let after = sign_in(&browser, &server, &address, "dr1", PASSWORD).await;
+    let page = follow(&browser, &server, &after).await;
+    let back = consent(&browser, &server, &page, &[]).await;
+    assert!(back.starts_with(&redirect), "{back}");
+    let answer = browser.get(&back).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let log = log.join().unwrap();
+    assert!(out.status.success(), "portico sync --sign-in: {log}");
+    let pulled: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(pulled["pulled"].as_u64().unwrap() >= 3, "{pulled}");
+
+    // The access token expires; the remembered refresh token gets a new one.
+    let state_file = format!("{mirror}.sync.json");
+    let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
+    assert!(state["refresh_token"].is_string(), "offline_access gave a refresh token");
+    state["token"] = json!("expired-or-garbage");
+    std::fs::write(&state_file, state.to_string()).unwrap();
+    server.seed(vec![obs("o2", "p1", "two")]).await;
+    let pulled = sync(&server, &mirror, None, &["pull"]);
+    assert_eq!(pulled["pulled"], 1, "{pulled}");
+}
