@@ -128,6 +128,7 @@ async fn pulls_follow_commit_order_and_the_patient_list(backend: Backend) {
     assert!(!got.contains("Patient/p3") && !got.contains("Observation/o3"), "{got:?}");
     let (nothing, c1b) = pull(&server, &t1, Some(&c1), 100).await;
     assert!(nothing.is_empty(), "caught up: {nothing:?}");
+    assert_eq!(c1b, c1, "nothing new: the same cursor (an idle client's polling writes nothing)");
     // A cursor is the grant's own.
     let r = server.client.get(server.url(&format!("/$sync?cursor={c1b}"))).bearer_auth(&t2).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 410);

@@ -49,8 +49,8 @@ pub async fn pull(
     let restriction = access.restriction_any(Interaction::Read).map_err(|r| super::access::refused(r, "$sync"))?;
     let owner = access.token.as_ref().map_or_else(|| DEV_OPEN.to_owned(), |t| t.grant.grant_id.to_string());
     let current: Option<Vec<String>> = restriction.patients.as_ref().map(|p| p.to_vec());
-    let (position, previous) = match &cursor {
-        None => (SyncPosition::default(), None),
+    let (position, previous, given) = match &cursor {
+        None => (SyncPosition::default(), None, None),
         Some(c) => {
             let gone = || {
                 ApiError::new(
@@ -63,7 +63,7 @@ pub async fn pull(
             if stored.grant_id != owner {
                 return Err(gone());
             }
-            (stored.position, stored.patients)
+            (stored.position, stored.patients, Some(stored.cursor_id))
         }
     };
     let (joined, left) = match (&previous, &current) {
@@ -78,7 +78,12 @@ pub async fn pull(
         _ => (Vec::new(), Vec::new()),
     };
     let page = state.store.changes_since(position, count, &restriction).await?;
-    let next = state.store.save_sync_cursor(&owner, page.position, current.as_deref()).await?;
+    // Nothing new and the same list: the client keeps its cursor (an idle client's polling
+    // writes nothing).
+    let next = match given {
+        Some(id) if page.position == position && previous == current => id,
+        _ => state.store.save_sync_cursor(&owner, page.position, current.as_deref()).await?,
+    };
     let base = &state.config.base_url;
     let next_url = format!("{base}/$sync?cursor={next}&_count={count}");
     let mut self_url = format!("{base}/$sync?_count={count}");
