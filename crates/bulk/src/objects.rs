@@ -37,3 +37,31 @@ pub fn path(job: &str, name: &str) -> object_store::path::Path {
 pub fn job_prefix(job: &str) -> object_store::path::Path {
     object_store::path::Path::from(job)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStore;
+
+    #[tokio::test]
+    async fn a_folder_and_file_urls_are_local_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("exports");
+        let store = open(&folder.to_string_lossy()).unwrap();
+        store.put(&path("job", "Patient-0.ndjson"), b"{}\n".to_vec().into()).await.unwrap();
+        assert!(folder.join("job").join("Patient-0.ndjson").is_file());
+        let again = open(&format!("file://{}", folder.to_string_lossy())).unwrap();
+        let got = again.get(&path("job", "Patient-0.ndjson")).await.unwrap().bytes().await.unwrap();
+        assert_eq!(&got[..], b"{}\n");
+        assert!(open("ftp://example.org/x").is_err());
+    }
+
+    #[test]
+    fn s3_urls_name_a_bucket_and_a_prefix() {
+        // Built from the URL and the environment without contacting the service.
+        let store = open("s3://exports/portico/bulk").unwrap();
+        assert_eq!(store.to_string(), "PrefixObjectStore(portico/bulk)");
+        let bare = open("s3://exports").unwrap();
+        assert_eq!(bare.to_string(), "AmazonS3(exports)");
+    }
+}
