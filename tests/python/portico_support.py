@@ -200,6 +200,9 @@ class PorticoServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
+                # Relative defaults (bulk export files: portico-data/bulk beside a PostgreSQL
+                # server) land in the test's own folder, never in the checkout.
+                cwd=str(self.log_path.parent),
             )
             log.close()
             deadline = time.monotonic() + 60

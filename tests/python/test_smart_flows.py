@@ -142,6 +142,7 @@ class DemoServer(PorticoServer):
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            cwd=str(self.log_path.parent),
         )
         log.close()
         return port
