@@ -181,7 +181,7 @@ async fn two_processes_run_each_export_once(backend: Backend) {
     std::fs::write(
         &config,
         format!(
-            "[bulk]\nstorage = {:?}\nmax_resources_per_second = 2000\nlease_ms = 2000\nmin_poll_interval_ms = 0\n",
+            "[bulk]\nstorage = {:?}\nmax_resources_per_second = 2000\nlease_ms = 15000\nmin_poll_interval_ms = 0\n",
             dir.path().join("bulk").to_string_lossy()
         ),
     )
