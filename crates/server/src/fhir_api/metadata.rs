@@ -177,6 +177,12 @@ pub fn capability_statement(base_url: &str, oauth_uris: &[(&str, String)]) -> Va
             "operation": [{
                 "name": "export",
                 "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
+            }, {
+                "name": "sync",
+                "definition": "https://portico.dev/fhir/OperationDefinition/sync",
+                "documentation": "GET [base]/$sync[?cursor=C][&_count=N]: every version committed after the cursor, \
+                    in commit order, within the caller's access (deletions as tombstones; a Parameters entry names \
+                    patients who joined or left the caller's list); the next link carries the cursor to resume from"
             }],
             "searchParam": [
                 {"name": "_count", "type": "number"},
