@@ -180,18 +180,21 @@ impl Store {
         lease.conn().fetch(&sql, &KINDS).await?.into_iter().next().map(decode).transpose()
     }
 
-    /// Record a status request at `now`; returns the previous one (for the polling limit).
+    /// Record a status request at `now`; returns the previous one (for the polling limit). The
+    /// read and the write are separate statements: a read-then-write transaction cannot wait for
+    /// another process's SQLite write lock, and two polls racing only make the limit a little
+    /// lenient.
     pub async fn note_job_poll(&self, job_id: &str) -> Result<Option<i64>, StoreError> {
         let now = self.now_ms();
-        let mut tx = self.pool.begin_write().await?;
-        let mut sql = Sql::new(tx.conn().dialect());
+        let mut sql = Sql::new(self.dialect());
         sql.push("SELECT last_poll_ms FROM jobs WHERE job_id = ").bind(job_id);
-        if sql.dialect == Dialect::Postgres {
-            sql.push(" FOR UPDATE");
-        }
-        let before = tx.conn().fetch(&sql, &[Col::Int]).await?.into_iter().next().and_then(|r| opt_int(&r, 0));
-        let mut sql = Sql::new(tx.conn().dialect());
+        let before = {
+            let mut lease = self.pool.read_conn().await?;
+            lease.conn().fetch(&sql, &[Col::Int]).await?.into_iter().next().and_then(|r| opt_int(&r, 0))
+        };
+        let mut sql = Sql::new(self.dialect());
         sql.push("UPDATE jobs SET last_poll_ms = ").bind(now).push(" WHERE job_id = ").bind(job_id);
+        let mut tx = self.pool.begin_write().await?;
         tx.conn().execute(&sql).await?;
         tx.commit().await?;
         Ok(before)
