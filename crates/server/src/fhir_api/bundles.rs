@@ -99,25 +99,30 @@ pub async fn history(
     }
     let mut bundle = BundleWriter::new("history", None, &links);
     for e in &page.entries {
-        let url = if e.method == "POST" { e.resource_type.clone() } else { format!("{}/{}", e.resource_type, e.id) };
-        let status = match e.method.as_str() {
-            "POST" => "201 Created",
-            "DELETE" => "204 No Content",
-            _ => "200 OK",
-        };
-        bundle.entry(
-            Some(&format!("{base}/{}/{}", e.resource_type, e.id)),
-            e.body.as_deref(),
-            &[
-                ("request", json!({"method": e.method, "url": url})),
-                (
-                    "response",
-                    json!({"status": status, "etag": format!("W/\"{}\"", e.version), "lastModified": instant_text(e.last_updated_ms)}),
-                ),
-            ],
-        );
+        history_entry(&mut bundle, base, e);
     }
     Ok(fhir_json(StatusCode::OK, bundle.finish()))
+}
+
+/// One version in a `history` Bundle (instance/type/system history and `$sync` pulls).
+pub(super) fn history_entry(bundle: &mut BundleWriter, base: &str, e: &store::HistoryEntry) {
+    let url = if e.method == "POST" { e.resource_type.clone() } else { format!("{}/{}", e.resource_type, e.id) };
+    let status = match e.method.as_str() {
+        "POST" => "201 Created",
+        "DELETE" => "204 No Content",
+        _ => "200 OK",
+    };
+    bundle.entry(
+        Some(&format!("{base}/{}/{}", e.resource_type, e.id)),
+        e.body.as_deref(),
+        &[
+            ("request", json!({"method": e.method, "url": url})),
+            (
+                "response",
+                json!({"status": status, "etag": format!("W/\"{}\"", e.version), "lastModified": instant_text(e.last_updated_ms)}),
+            ),
+        ],
+    );
 }
 
 pub async fn everything(

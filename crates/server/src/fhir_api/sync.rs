@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use oauth::access::Access;
 use serde_json::{json, Value};
-use store::clock::instant_text;
 use store::SyncPosition;
 
 use crate::error::ApiError;
@@ -109,24 +108,7 @@ pub async fn pull(
         );
     }
     for e in &page.entries {
-        let url = if e.method == "POST" { e.resource_type.clone() } else { format!("{}/{}", e.resource_type, e.id) };
-        let status = match e.method.as_str() {
-            "POST" => "201 Created",
-            "DELETE" => "204 No Content",
-            _ => "200 OK",
-        };
-        bundle.entry(
-            Some(&format!("{base}/{}/{}", e.resource_type, e.id)),
-            e.body.as_deref(),
-            &[
-                ("request", json!({"method": e.method, "url": url})),
-                (
-                    "response",
-                    json!({"status": status, "etag": format!("W/\"{}\"", e.version),
-                           "lastModified": instant_text(e.last_updated_ms)}),
-                ),
-            ],
-        );
+        super::bundles::history_entry(&mut bundle, base, e);
     }
     Ok(fhir_json(StatusCode::OK, bundle.finish()))
 }
