@@ -169,10 +169,17 @@ def run_import(database_url: str, paths: list[Path], log_dir: Path) -> str:
 class PorticoServer:
     """`portico serve` on a free loopback port."""
 
-    def __init__(self, database_url: str, log_dir: Path, extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        database_url: str,
+        log_dir: Path,
+        extra_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+    ):
         # The FHIR-core suites read without tokens, so their servers run in the development
         # open mode; the SMART and enforcement suites pass their own arguments.
         self.extra_args = ["--dev-open-access"] if extra_args is None else extra_args
+        self.extra_env = extra_env or {}
         self.database_url = database_url
         self.log_path = log_dir / "serve.log"
         self.proc: subprocess.Popen | None = None
@@ -193,7 +200,7 @@ class PorticoServer:
             self.origin = f"http://127.0.0.1:{port}"
             self.base = f"{self.origin}/fhir"
             log = open(self.log_path, "ab")
-            env = dict(os.environ, PORTICO_LOG=os.environ.get("PORTICO_LOG", "warn"))
+            env = dict(os.environ, PORTICO_LOG=os.environ.get("PORTICO_LOG", "warn"), **self.extra_env)
             self.proc = subprocess.Popen(
                 [str(portico_bin()), "serve", "--database-url", self.database_url, "--listen", f"127.0.0.1:{port}", *self.extra_args],
                 stdout=log,
@@ -305,3 +312,28 @@ def fhir_json(resp: requests.Response, where: str = "") -> dict:
         return resp.json()
     except ValueError:
         pytest.fail(f"{where}: body is not JSON: {resp.text[:500]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk Data client
+
+
+def run_export(server, path: str, timeout_s: float = 120.0) -> dict:
+    http = requests.Session()
+    kick = http.get(
+        server.url(path),
+        headers={"Accept": "application/fhir+json", "Prefer": "respond-async"},
+        timeout=30,
+    )
+    assert kick.status_code == 202, kick.text[:500]
+    status_url = kick.headers["Content-Location"]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        poll = http.get(status_url, timeout=30)
+        if poll.status_code == 200:
+            assert poll.headers["Content-Type"].startswith("application/json")
+            return poll.json()
+        assert poll.status_code in (202, 429), f"{poll.status_code}: {poll.text[:500]}"
+        # A well-behaved client waits as long as the server asks.
+        time.sleep(min(float(poll.headers.get("Retry-After", "1")), 2.0))
+    raise AssertionError(f"the export at {status_url} did not finish within {timeout_s} s")

@@ -6,32 +6,10 @@ validate as FHIR R4 (fhir.resources), and the export must hold every imported re
 from __future__ import annotations
 
 import json
-import time
 
 import requests
 
-from portico_support import validate_r4
-
-
-def run_export(server, path: str, timeout_s: float = 120.0) -> dict:
-    http = requests.Session()
-    kick = http.get(
-        server.url(path),
-        headers={"Accept": "application/fhir+json", "Prefer": "respond-async"},
-        timeout=30,
-    )
-    assert kick.status_code == 202, kick.text[:500]
-    status_url = kick.headers["Content-Location"]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        poll = http.get(status_url, timeout=30)
-        if poll.status_code == 200:
-            assert poll.headers["Content-Type"].startswith("application/json")
-            return poll.json()
-        assert poll.status_code in (202, 429), f"{poll.status_code}: {poll.text[:500]}"
-        # A well-behaved client waits as long as the server asks.
-        time.sleep(min(float(poll.headers.get("Retry-After", "1")), 2.0))
-    raise AssertionError(f"the export at {status_url} did not finish within {timeout_s} s")
+from portico_support import run_export, validate_r4
 
 
 def test_system_export_is_every_resource_once_and_valid_r4(loaded):

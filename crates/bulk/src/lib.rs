@@ -95,6 +95,8 @@ pub enum BulkError {
     Json(#[from] serde_json::Error),
     #[error("configuration: {0}")]
     Config(String),
+    #[error("an export page reader stopped: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 pub type Result<T, E = BulkError> = std::result::Result<T, E>;

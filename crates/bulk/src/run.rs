@@ -13,7 +13,7 @@ use oauth::access::{Access, Refusal};
 use object_store::buffered::BufWriter;
 use object_store::ObjectStore;
 use serde_json::Value;
-use store::{ExportSlice, JobRecord, JobStatus, NewJob, ReadOutcome, Restriction, TypeRule};
+use store::{ExportRow, ExportSlice, JobRecord, JobStatus, NewJob, ReadOutcome, Restriction, TypeRule};
 use tokio::io::AsyncWriteExt;
 
 use crate::access::{job_access, type_restriction};
@@ -527,50 +527,16 @@ impl Run<'_> {
             };
             let path = objects::path(self.job, &name);
             let mut writer = BufWriter::new(self.exporter.inner.objects.clone(), path.clone());
-            let (mut count, mut after, mut exhausted) = (0i64, cp.after_rkey, false);
-            while count < per_file {
-                let limit = page.min(per_file - count);
-                let slice = ExportSlice {
-                    resource_type: t,
-                    since_ms: self.spec.since_ms,
-                    in_a_compartment: self.spec.level != Level::System,
-                    after_rkey: after,
-                    limit,
-                };
-                let n = match stage {
-                    Stage::Resources => {
-                        let rows = self.exporter.deps().store.export_page(&slice, restriction).await?;
-                        for row in &rows {
-                            writer.write_all(line(&row.body, keep.as_deref()).as_bytes()).await?;
-                            writer.write_all(b"\n").await?;
-                        }
-                        after = rows.last().map_or(after, |r| r.rkey);
-                        rows.len() as i64
-                    }
-                    Stage::Deleted => {
-                        let rows = self.exporter.deps().store.export_deleted_page(&slice).await?;
-                        for row in &rows {
-                            writer.write_all(manifest::deleted_line(t, &row.id, row.deleted_ms).as_bytes()).await?;
-                            writer.write_all(b"\n").await?;
-                        }
-                        after = rows.last().map_or(after, |r| r.rkey);
-                        rows.len() as i64
-                    }
-                };
-                count += n;
-                if stage == Stage::Resources {
-                    self.exported += n as u64;
-                    self.throttle().await;
+            let written = match stage {
+                Stage::Resources => {
+                    self.write_resources(&mut writer, t, restriction, keep.as_deref(), cp, per_file, page).await?
                 }
-                if !self.renew_if_due(cp, count).await? {
-                    let _ = writer.abort().await;
-                    return Ok(false);
-                }
-                if n < limit {
-                    exhausted = true;
-                    break;
-                }
-            }
+                Stage::Deleted => self.write_deleted(&mut writer, t, cp, per_file, page).await?,
+            };
+            let Some((count, after, exhausted)) = written else {
+                let _ = writer.abort().await;
+                return Ok(false);
+            };
             if count > 0 {
                 writer.shutdown().await?;
                 let file = OutputFile { resource_type: t.to_owned(), name: name.clone(), count };
@@ -623,6 +589,98 @@ impl Run<'_> {
         }
     }
 
+    /// Write up to `per_file` resources after the checkpoint into `writer`: (count, last rkey,
+    /// type exhausted), or `None` when the job stopped being this worker's. The next page is read
+    /// while this one is written, so the database and this process work at the same time.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_resources(
+        &mut self,
+        writer: &mut BufWriter,
+        t: &str,
+        restriction: &Restriction,
+        keep: Option<&[String]>,
+        cp: &Checkpoint,
+        per_file: i64,
+        page: i64,
+    ) -> Result<Option<(i64, i64, bool)>> {
+        let reader = PageReader {
+            store: self.exporter.deps().store.clone(),
+            restriction: Arc::new(restriction.clone()),
+            resource_type: t.to_owned(),
+            since_ms: self.spec.since_ms,
+            in_a_compartment: self.spec.level != Level::System,
+        };
+        let (mut count, mut after) = (0i64, cp.after_rkey);
+        let mut limit = page.min(per_file);
+        let mut pending = Some(reader.read(after, limit));
+        while let Some(reading) = pending.take() {
+            let rows = reading.await??;
+            let n = rows.len() as i64;
+            count += n;
+            after = rows.last().map_or(after, |r| r.rkey);
+            let exhausted = n < limit;
+            if !exhausted && count < per_file {
+                limit = page.min(per_file - count);
+                pending = Some(reader.read(after, limit));
+            }
+            for row in &rows {
+                writer.write_all(line(&row.body, keep).as_bytes()).await?;
+                writer.write_all(b"\n").await?;
+            }
+            drop(rows);
+            self.exported += n as u64;
+            self.throttle().await;
+            if !self.renew_if_due(cp, count).await? {
+                if let Some(reading) = pending {
+                    reading.abort();
+                }
+                return Ok(None);
+            }
+            if exhausted {
+                return Ok(Some((count, after, true)));
+            }
+        }
+        Ok(Some((count, after, false)))
+    }
+
+    /// The `deleted` file of a `_since` export: tombstones after the checkpoint, as
+    /// [`Run::write_resources`] writes resources.
+    async fn write_deleted(
+        &mut self,
+        writer: &mut BufWriter,
+        t: &str,
+        cp: &Checkpoint,
+        per_file: i64,
+        page: i64,
+    ) -> Result<Option<(i64, i64, bool)>> {
+        let (mut count, mut after) = (0i64, cp.after_rkey);
+        while count < per_file {
+            let limit = page.min(per_file - count);
+            let slice = ExportSlice {
+                resource_type: t,
+                since_ms: self.spec.since_ms,
+                in_a_compartment: self.spec.level != Level::System,
+                after_rkey: after,
+                limit,
+            };
+            let rows = self.exporter.deps().store.export_deleted_page(&slice).await?;
+            for row in &rows {
+                writer.write_all(manifest::deleted_line(t, &row.id, row.deleted_ms).as_bytes()).await?;
+                writer.write_all(b"\n").await?;
+            }
+            let n = rows.len() as i64;
+            count += n;
+            after = rows.last().map_or(after, |r| r.rkey);
+            if !self.renew_if_due(cp, count).await? {
+                return Ok(None);
+            }
+            if n < limit {
+                return Ok(Some((count, after, true)));
+            }
+        }
+        Ok(Some((count, after, false)))
+    }
+
     /// Renew the lease (and show progress) a few times per lease period.
     async fn renew_if_due(&mut self, cp: &Checkpoint, in_file: i64) -> Result<bool> {
         if self.renewed.elapsed() < Duration::from_millis((self.config().lease_ms / 3).max(50) as u64) {
@@ -650,6 +708,28 @@ impl Run<'_> {
         if due > elapsed {
             tokio::time::sleep(due - elapsed).await;
         }
+    }
+}
+
+/// Reads pages of one type on a task of their own (so a read overlaps the writing of the page
+/// before it).
+struct PageReader {
+    store: store::Store,
+    restriction: Arc<Restriction>,
+    resource_type: String,
+    since_ms: Option<i64>,
+    in_a_compartment: bool,
+}
+
+impl PageReader {
+    fn read(&self, after_rkey: i64, limit: i64) -> tokio::task::JoinHandle<Result<Vec<ExportRow>>> {
+        let (store, restriction, resource_type) =
+            (self.store.clone(), self.restriction.clone(), self.resource_type.clone());
+        let (since_ms, in_a_compartment) = (self.since_ms, self.in_a_compartment);
+        tokio::spawn(async move {
+            let slice = ExportSlice { resource_type: &resource_type, since_ms, in_a_compartment, after_rkey, limit };
+            Ok(store.export_page(&slice, &restriction).await?)
+        })
     }
 }
 
