@@ -49,9 +49,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut sql = Sql::new(self.dialect());
-        let body = sql.body_text("h.body");
         sql.push("SELECT r.rkey, r.id, ")
-            .push(&body)
+            .push("h.body")
             .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.rtype = ")
             .bind(slice.resource_type)
             .push(" AND r.deleted = 0 AND r.rkey > ")

@@ -39,7 +39,7 @@ fn create_statements(dialect: Dialect) -> Vec<String> {
 
 pub(crate) async fn ensure(conn: &mut Conn<'_>) -> Result<(), StoreError> {
     for statement in create_statements(conn.dialect()) {
-        conn.execute(&Sql { dialect: conn.dialect(), text: statement, params: vec![] }).await?;
+        conn.execute(&Sql::raw(conn.dialect(), statement)).await?;
     }
     Ok(())
 }
@@ -47,8 +47,7 @@ pub(crate) async fn ensure(conn: &mut Conn<'_>) -> Result<(), StoreError> {
 pub(crate) async fn drop_all(conn: &mut Conn<'_>) -> Result<(), StoreError> {
     let names = SEARCH_INDEXES.iter().map(|(name, _, _)| *name).chain(["idx_reference_url", "resources_type_rkey"]);
     for name in names {
-        conn.execute(&Sql { dialect: conn.dialect(), text: format!("DROP INDEX IF EXISTS {name}"), params: vec![] })
-            .await?;
+        conn.execute(&Sql::raw(conn.dialect(), format!("DROP INDEX IF EXISTS {name}"))).await?;
     }
     Ok(())
 }

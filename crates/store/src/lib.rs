@@ -174,7 +174,7 @@ impl Store {
     /// Readiness: can we run a query?
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut lease = self.pool.read_conn().await?;
-        let sql = db::Sql { dialect: self.dialect(), text: "SELECT CAST(1 AS BIGINT)".into(), params: vec![] };
+        let sql = db::Sql::raw(self.dialect(), "SELECT CAST(1 AS BIGINT)");
         lease.conn().fetch(&sql, &[db::Col::Int]).await?;
         Ok(())
     }
@@ -185,7 +185,7 @@ impl Store {
     /// Returns whether indexes were dropped.
     pub async fn begin_bulk_load(&self) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin_write().await?;
-        let run = |text: &str| db::Sql { dialect: self.dialect(), text: text.into(), params: vec![] };
+        let run = |text: &str| db::Sql::raw(self.dialect(), text);
         let empty =
             tx.conn().fetch(&run("SELECT COUNT(*) FROM (SELECT 1 FROM resources LIMIT 1) t"), &[db::Col::Int]).await?;
         let empty = empty.first().is_none_or(|r| db::RowExt::int(r, 0) == 0);
@@ -232,17 +232,14 @@ impl Store {
         // row), leaving a dead tuple per resource; vacuum them now, with fresh statistics, rather
         // than let autovacuum do it under the first queries. VACUUM cannot run in a transaction.
         let mut lease = self.pool.read_conn().await?;
-        lease
-            .conn()
-            .execute(&db::Sql { dialect: Dialect::Postgres, text: "VACUUM (ANALYZE)".into(), params: vec![] })
-            .await?;
+        lease.conn().execute(&db::Sql::raw(Dialect::Postgres, "VACUUM (ANALYZE)")).await?;
         Ok(())
     }
 
     /// Refresh planner statistics (after a bulk import).
     pub async fn analyze(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_write().await?;
-        let run = |text: &str| db::Sql { dialect: self.dialect(), text: text.into(), params: vec![] };
+        let run = |text: &str| db::Sql::raw(self.dialect(), text);
         tx.conn().execute(&run("ANALYZE")).await?;
         if self.dialect() == Dialect::Sqlite {
             // The bundled SQLite is built with STAT4: with its samples present, every statement
@@ -266,7 +263,7 @@ fn spawn_commit_poller(pool: Pool, cache: std::sync::Weak<cache::Cache>) {
         loop {
             tick.tick().await;
             let Some(cache) = cache.upgrade() else { return };
-            let sql = db::Sql { dialect: pool.dialect(), text: "SELECT value FROM commit_seq".into(), params: vec![] };
+            let sql = db::Sql::raw(pool.dialect(), "SELECT value FROM commit_seq");
             let seq = match pool.read_conn().await {
                 Ok(mut lease) => lease
                     .conn()

@@ -126,9 +126,8 @@ impl Store {
     ) -> Result<ReadOutcome, StoreError> {
         let mut lease = self.pool.read_conn().await?;
         let mut sql = Sql::new(self.dialect());
-        let body = sql.body_text("h.body");
         sql.push("SELECT r.version, r.lu_ms, r.deleted, ")
-            .push(&body)
+            .push("h.body")
             .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.rtype = ")
             .bind(resource_type)
             .push(" AND r.id = ")
@@ -154,9 +153,8 @@ impl Store {
     pub async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<ReadOutcome, StoreError> {
         let mut lease = self.pool.read_conn().await?;
         let mut sql = Sql::new(self.dialect());
-        let body = sql.body_text("h.body");
         sql.push("SELECT h.version, h.lu_ms, h.method, ")
-            .push(&body)
+            .push("h.body")
             .push(" FROM resource_history h WHERE h.rtype = ")
             .bind(resource_type)
             .push(" AND h.id = ")
@@ -188,9 +186,8 @@ impl Store {
         }
         let mut lease = self.pool.read_conn().await?;
         let mut sql = Sql::new(self.dialect());
-        let body = sql.body_text("h.body");
         sql.push("SELECT h.rtype, h.id, h.version, h.lu_ms, h.method, ")
-            .push(&body)
+            .push("h.body")
             .push(", h.seq, h.rkey FROM resource_history h WHERE 1 = 1");
         match &query.scope {
             HistoryScope::System => {}

@@ -114,8 +114,7 @@ impl Store {
         let sort = sort_columns(&request.resource_type, &request.sort);
 
         let mut sql = Sql::new(conn.dialect());
-        let body = sql.body_text("h.body");
-        sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ").push(&body);
+        sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ").push("h.body");
         for (i, s) in sort.iter().enumerate() {
             sql.push(", ");
             s.push_expr(&mut sql);
@@ -366,9 +365,8 @@ const STORED_COLS: [Col; 6] = [Col::Int, Col::Text, Col::Text, Col::Int, Col::In
 /// `SELECT <stored columns> FROM resources r JOIN resource_history h … WHERE r.deleted = 0`;
 /// callers append ` AND …`.
 fn select_live(sql: &mut Sql) {
-    let body = sql.body_text("h.body");
     sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ")
-        .push(&body)
+        .push("h.body")
         .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.deleted = 0");
 }
 

@@ -418,9 +418,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Change>, StoreError> {
         let mut sql = Sql::new(self.dialect());
-        let body = sql.body_text("body");
         sql.push("SELECT seq, rkey, rtype, id, version, method, lu_ms, ")
-            .push(&body)
+            .push("body")
             .push(" FROM resource_history WHERE seq > ")
             .bind(after);
         if let Some(upto) = upto {
@@ -454,9 +453,8 @@ impl Store {
     /// The body of an earlier version (for triggers that compare, e.g. an encounter's status).
     pub async fn version_body(&self, rkey: i64, version: i64) -> Result<Option<String>, StoreError> {
         let mut sql = Sql::new(self.dialect());
-        let body = sql.body_text("body");
         sql.push("SELECT ")
-            .push(&body)
+            .push("body")
             .push(" FROM resource_history WHERE rkey = ")
             .bind(rkey)
             .push(" AND version = ")

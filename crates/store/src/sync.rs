@@ -51,9 +51,8 @@ impl Store {
         restriction: &Restriction,
     ) -> Result<ChangePage, StoreError> {
         let mut sql = Sql::new(self.dialect());
-        let body = sql.body_text("h.body");
         sql.push("SELECT h.rtype, h.id, h.version, h.lu_ms, h.method, ")
-            .push(&body)
+            .push("h.body")
             .push(", h.seq, h.rkey FROM resource_history h WHERE (h.seq > ")
             .bind(after.seq)
             .push(" OR (h.seq = ")

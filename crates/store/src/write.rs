@@ -140,6 +140,8 @@ struct Ready {
 }
 
 const CHUNK_ROWS: usize = 400;
+/// From this many rows on, PostgreSQL gets history and index rows by COPY (see `Conn::copy_rows`).
+const COPY_MIN_ROWS: usize = 64;
 
 impl Store {
     /// Run writes atomically in one transaction.
@@ -402,13 +404,19 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
+        // On PostgreSQL the history rows' keys are taken first, so the current rows point at
+        // their history row as they are written (SQLite sets them afterwards, in step 3).
+        let hids = match dialect {
+            Dialect::Postgres => Some(take_history_keys(conn, rows.len()).await?),
+            Dialect::Sqlite => None,
+        };
         // 1. current rows (insert or update), learning every rkey
         let mut rkeys: HashMap<(String, String), i64> = HashMap::new();
-        for chunk in rows.chunks(CHUNK_ROWS) {
+        for (c, chunk) in rows.chunks(CHUNK_ROWS).enumerate() {
             let mut sql = Sql::new(dialect);
             sql.push("INSERT INTO resources (rtype, id, version, lu_ms, seq, deleted, content_hash");
             if dialect == Dialect::Postgres {
-                sql.push(", patient_id");
+                sql.push(", patient_id, hid");
             }
             sql.push(") VALUES ");
             for (i, r) in chunk.iter().enumerate() {
@@ -429,8 +437,9 @@ impl Store {
                     .bind(i64::from(r.method == "DELETE"))
                     .push(", ")
                     .bind(r.hash.clone());
-                if dialect == Dialect::Postgres {
+                if let Some(hids) = &hids {
                     sql.push(", ").bind(r.extracted.compartments.first().cloned());
+                    sql.push(", ").bind(hids[c * CHUNK_ROWS + i]);
                 }
                 sql.push(")");
             }
@@ -439,7 +448,7 @@ impl Store {
                  seq = excluded.seq, deleted = excluded.deleted, content_hash = excluded.content_hash",
             );
             if dialect == Dialect::Postgres {
-                sql.push(", patient_id = excluded.patient_id");
+                sql.push(", patient_id = excluded.patient_id, hid = excluded.hid");
             }
             sql.push(" RETURNING rkey, rtype, id");
             for mut row in conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text]).await? {
@@ -461,14 +470,37 @@ impl Store {
             }
         }
 
-        // 3. history (every version, the current one included), then point each current row
-        //    at its history row so reads need no second index lookup
-        let mut hids: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
-        for chunk in rows.chunks(CHUNK_ROWS) {
+        // 3. history (every version, the current one included), then (SQLite) point each
+        //    current row at its history row so reads need no second index lookup
+        let mut written: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
+        let by_copy = hids.is_some() && rows.len() >= COPY_MIN_ROWS;
+        if let Some(hids) = hids.as_ref().filter(|_| by_copy) {
+            let history: Vec<[SqlValue; 10]> = rows
+                .iter()
+                .zip(hids)
+                .map(|(r, hid)| {
+                    [
+                        rkey_of(r).into(),
+                        r.outcome.version.into(),
+                        r.outcome.resource_type.as_str().into(),
+                        r.outcome.id.as_str().into(),
+                        seq.into(),
+                        r.outcome.last_updated_ms.into(),
+                        r.method.into(),
+                        r.outcome.body.clone().into(),
+                        r.extracted.compartments.first().cloned().into(),
+                        (*hid).into(),
+                    ]
+                })
+                .collect();
+            let columns = "rkey, version, rtype, id, seq, lu_ms, method, body, patient_id, hid";
+            conn.copy_rows("resource_history", columns, &history).await?;
+        }
+        for (c, chunk) in rows.chunks(CHUNK_ROWS).enumerate().filter(|_| !by_copy) {
             let mut sql = Sql::new(dialect);
             sql.push("INSERT INTO resource_history (rkey, version, rtype, id, seq, lu_ms, method, body");
             if dialect == Dialect::Postgres {
-                sql.push(", patient_id");
+                sql.push(", patient_id, hid");
             }
             sql.push(") VALUES ");
             for (i, r) in chunk.iter().enumerate() {
@@ -491,18 +523,24 @@ impl Store {
                     .bind(r.method)
                     .push(", ");
                 match &r.outcome.body {
-                    Some(body) => sql.bind_json(body.clone()),
+                    Some(body) => sql.bind(body.clone()),
                     None => sql.push("NULL"),
                 };
-                if dialect == Dialect::Postgres {
+                if let Some(hids) = &hids {
                     sql.push(", ").bind(r.extracted.compartments.first().cloned());
+                    sql.push(", ").bind(hids[c * CHUNK_ROWS + i]);
                 }
                 sql.push(")");
             }
-            sql.push(" RETURNING rkey, hid");
-            hids.extend(conn.fetch(&sql, &[Col::Int, Col::Int]).await?.iter().map(|row| (row.int(0), row.int(1))));
+            if hids.is_some() {
+                conn.execute_owned(sql).await?;
+            } else {
+                sql.push(" RETURNING rkey, hid");
+                let returned = conn.fetch(&sql, &[Col::Int, Col::Int]).await?;
+                written.extend(returned.iter().map(|row| (row.int(0), row.int(1))));
+            }
         }
-        for chunk in hids.chunks(CHUNK_ROWS) {
+        for chunk in written.chunks(CHUNK_ROWS) {
             let mut sql = Sql::new(dialect);
             sql.push("UPDATE resources SET hid = CASE rkey");
             for (rkey, hid) in chunk {
@@ -563,6 +601,21 @@ async fn next_commit(conn: &mut Conn<'_>, now_ms: i64) -> Result<(i64, i64), Sto
     rows.first().map(|r| (r.int(0), r.int(1))).ok_or_else(|| StoreError::Config("commit_seq row missing".into()))
 }
 
+/// `n` fresh `resource_history` keys, in increasing order (taken under the commit lock, so
+/// history keys follow commit order as they do when the rows take them themselves).
+async fn take_history_keys(conn: &mut Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
+    let mut sql = Sql::new(conn.dialect());
+    sql.push("SELECT nextval(pg_get_serial_sequence('resource_history', 'hid')) FROM generate_series(1, ")
+        .bind(n as i64)
+        .push(")");
+    let mut keys: Vec<i64> = conn.fetch(&sql, &[Col::Int]).await?.iter().map(|row| row.int(0)).collect();
+    keys.sort_unstable();
+    if keys.len() != n {
+        return Err(StoreError::Config(format!("asked for {n} history keys, got {}", keys.len())));
+    }
+    Ok(keys)
+}
+
 async fn load_existing(
     conn: &mut Conn<'_>,
     prepared: &[Prepared],
@@ -579,7 +632,8 @@ async fn load_existing(
             sql.push("SELECT rkey, rtype, id, version, deleted, content_hash FROM resources WHERE rtype = ")
                 .bind(resource_type)
                 .push(" AND id IN ")
-                .bind_list(chunk.iter().copied());
+                .bind_list(chunk.iter().copied())
+                .planned_each_time();
             for mut row in conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await? {
                 let existing = Existing {
                     rkey: row.int(0),
@@ -750,7 +804,17 @@ impl IndexRows {
             ("compartment", "rkey, patient_id".to_string(), self.compartment),
         ];
         let dialect = self.dialect;
-        let mut statements = tables.into_iter().flat_map(|(table, columns, rows)| {
+        let mut inserted = Vec::with_capacity(tables.len());
+        for (table, columns, rows) in tables {
+            // COPY's two round trips pay off from a few dozen rows on; it cannot say "ON
+            // CONFLICT DO NOTHING", which compartment rows need (one patient reached by two
+            // references of the same resource is deduplicated by the primary key).
+            if rows.len() >= COPY_MIN_ROWS && table != "compartment" && conn.copy_rows(table, &columns, &rows).await? {
+                continue;
+            }
+            inserted.push((table, columns, rows));
+        }
+        let mut statements = inserted.into_iter().flat_map(|(table, columns, rows)| {
             let mut rows = rows.into_iter().peekable();
             std::iter::from_fn(move || {
                 rows.peek()?;
