@@ -228,9 +228,9 @@ impl Store {
             self.pool.configure_sqlite_writer("PRAGMA wal_checkpoint(TRUNCATE)").await?;
             return Ok(());
         }
-        // PostgreSQL: each imported row was inserted and then updated (to point at its history
-        // row), leaving a dead tuple per resource; vacuum them now, with fresh statistics, rather
-        // than let autovacuum do it under the first queries. VACUUM cannot run in a transaction.
+        // PostgreSQL: vacuum now, with fresh statistics, rather than let autovacuum do it under
+        // the first queries: it marks the loaded pages all-visible, so searches can answer from
+        // the index tables' indexes alone (index-only scans). VACUUM cannot run in a transaction.
         let mut lease = self.pool.read_conn().await?;
         lease.conn().execute(&db::Sql::raw(Dialect::Postgres, "VACUUM (ANALYZE)")).await?;
         Ok(())
