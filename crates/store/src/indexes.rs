@@ -36,7 +36,7 @@ const PG_CHECK_INDEXES: &[(&str, &str, &str)] = &[
     ("idx_uri_rkey", "idx_uri", "rkey, p"),
 ];
 
-fn create_statements(dialect: Dialect) -> Vec<String> {
+pub(crate) fn create_statements(dialect: Dialect) -> Vec<String> {
     let rkey = if dialect == Dialect::Postgres { ", rkey" } else { "" };
     let mut statements: Vec<String> = SEARCH_INDEXES
         .iter()

@@ -629,11 +629,25 @@ async fn load_existing(
     for (resource_type, ids) in by_type {
         for chunk in ids.chunks(CHUNK_ROWS) {
             let mut sql = Sql::new(conn.dialect());
-            sql.push("SELECT rkey, rtype, id, version, deleted, content_hash FROM resources WHERE rtype = ")
+            if conn.dialect() == Dialect::Postgres {
+                // The ids as one JSON array: a lookup per id through the (rtype, id) key, where
+                // a list of 400 parameters made PostgreSQL scan and hash-match the list.
+                let ids = serde_json::to_string(chunk).map_err(|e| StoreError::Config(e.to_string()))?;
+                sql.push(
+                    "SELECT r.rkey, r.rtype, r.id, r.version, r.deleted, r.content_hash \
+                     FROM jsonb_array_elements_text(",
+                )
+                .bind(ids)
+                .push("::jsonb) AS k(id) JOIN resources r ON r.rtype = ")
                 .bind(resource_type)
-                .push(" AND id IN ")
-                .bind_list(chunk.iter().copied())
-                .planned_each_time();
+                .push(" AND r.id = k.id COLLATE \"C\"");
+            } else {
+                sql.push("SELECT rkey, rtype, id, version, deleted, content_hash FROM resources WHERE rtype = ")
+                    .bind(resource_type)
+                    .push(" AND id IN ")
+                    .bind_list(chunk.iter().copied());
+            }
+            sql.planned_each_time();
             for mut row in conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await? {
                 let existing = Existing {
                     rkey: row.int(0),
@@ -806,10 +820,11 @@ impl IndexRows {
         let dialect = self.dialect;
         let mut inserted = Vec::with_capacity(tables.len());
         for (table, columns, rows) in tables {
-            // COPY's two round trips pay off from a few dozen rows on; it cannot say "ON
-            // CONFLICT DO NOTHING", which compartment rows need (one patient reached by two
-            // references of the same resource is deduplicated by the primary key).
-            if rows.len() >= COPY_MIN_ROWS && table != "compartment" && conn.copy_rows(table, &columns, &rows).await? {
+            // COPY's two round trips pay off from a few dozen rows on. (It cannot skip
+            // conflicting rows as the inserts' `ON CONFLICT DO NOTHING` does for compartment
+            // rows, and needs not: a resource's patients are deduplicated at extraction, a
+            // resource appears once per transaction, and a replaced one's old rows are gone.)
+            if rows.len() >= COPY_MIN_ROWS && conn.copy_rows(table, &columns, &rows).await? {
                 continue;
             }
             inserted.push((table, columns, rows));
