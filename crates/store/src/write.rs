@@ -640,14 +640,14 @@ async fn load_existing(
                 .bind(ids)
                 .push("::jsonb) AS k(id) JOIN resources r ON r.rtype = ")
                 .bind(resource_type)
-                .push(" AND r.id = k.id COLLATE \"C\"");
+                .push(" AND r.id = k.id COLLATE \"C\"")
+                .planned_each_time();
             } else {
                 sql.push("SELECT rkey, rtype, id, version, deleted, content_hash FROM resources WHERE rtype = ")
                     .bind(resource_type)
                     .push(" AND id IN ")
                     .bind_list(chunk.iter().copied());
             }
-            sql.planned_each_time();
             for mut row in conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await? {
                 let existing = Existing {
                     rkey: row.int(0),
