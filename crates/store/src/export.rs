@@ -49,12 +49,12 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut sql = Sql::new(self.dialect());
-        sql.push("SELECT r.rkey, r.id, ")
-            .push("h.body")
-            .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.rtype = ")
-            .bind(slice.resource_type)
-            .push(" AND r.deleted = 0 AND r.rkey > ")
-            .bind(slice.after_rkey);
+        sql.push(
+            "SELECT r.rkey, r.id, h.body FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.rtype = ",
+        )
+        .bind(slice.resource_type)
+        .push(" AND r.deleted = 0 AND r.rkey > ")
+        .bind(slice.after_rkey);
         if let Some(since) = slice.since_ms {
             sql.push(" AND r.lu_ms >= ").bind(since);
         }

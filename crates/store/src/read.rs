@@ -126,9 +126,7 @@ impl Store {
     ) -> Result<ReadOutcome, StoreError> {
         let mut lease = self.pool.read_conn().await?;
         let mut sql = Sql::new(self.dialect());
-        sql.push("SELECT r.version, r.lu_ms, r.deleted, ")
-            .push("h.body")
-            .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.rtype = ")
+        sql.push("SELECT r.version, r.lu_ms, r.deleted, h.body FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.rtype = ")
             .bind(resource_type)
             .push(" AND r.id = ")
             .bind(id);
@@ -153,9 +151,7 @@ impl Store {
     pub async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<ReadOutcome, StoreError> {
         let mut lease = self.pool.read_conn().await?;
         let mut sql = Sql::new(self.dialect());
-        sql.push("SELECT h.version, h.lu_ms, h.method, ")
-            .push("h.body")
-            .push(" FROM resource_history h WHERE h.rtype = ")
+        sql.push("SELECT h.version, h.lu_ms, h.method, h.body FROM resource_history h WHERE h.rtype = ")
             .bind(resource_type)
             .push(" AND h.id = ")
             .bind(id)
@@ -186,9 +182,7 @@ impl Store {
         }
         let mut lease = self.pool.read_conn().await?;
         let mut sql = Sql::new(self.dialect());
-        sql.push("SELECT h.rtype, h.id, h.version, h.lu_ms, h.method, ")
-            .push("h.body")
-            .push(", h.seq, h.rkey FROM resource_history h WHERE 1 = 1");
+        sql.push("SELECT h.rtype, h.id, h.version, h.lu_ms, h.method, h.body, h.seq, h.rkey FROM resource_history h WHERE 1 = 1");
         match &query.scope {
             HistoryScope::System => {}
             HistoryScope::Type(t) => {

@@ -4,7 +4,9 @@
 //! query as `r.rkey IN (SELECT rkey FROM idx_… WHERE …)` and the others are correlated `EXISTS`
 //! checks on that row, so a patient's laboratory observations are found through the patient
 //! reference first rather than by scanning every observation of the category. Paging is keyset
-//! (sort values + rkey of the last row) so a `next` link stays correct while data changes.
+//! (sort values + rkey of the last row) so a `next` link stays correct while data changes. On
+//! PostgreSQL a page in storage order takes the driving term's matches in rkey order and checks
+//! them one by one until the page is full (`Filters::driven_page`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -117,7 +119,7 @@ impl Store {
             Some(sql) => sql,
             None => {
                 let mut sql = Sql::new(conn.dialect());
-                sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ").push("h.body");
+                sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, h.body");
                 for (i, s) in sort.iter().enumerate() {
                     sql.push(", ");
                     s.push_expr(&mut sql);
@@ -371,9 +373,10 @@ const STORED_COLS: [Col; 6] = [Col::Int, Col::Text, Col::Text, Col::Int, Col::In
 /// `SELECT <stored columns> FROM resources r JOIN resource_history h … WHERE r.deleted = 0`;
 /// callers append ` AND …`.
 fn select_live(sql: &mut Sql) {
-    sql.push("SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, ")
-        .push("h.body")
-        .push(" FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.deleted = 0");
+    sql.push(
+        "SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, h.body \
+         FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.deleted = 0",
+    );
 }
 
 fn stored_from_row(mut row: Vec<SqlValue>) -> StoredResource {

@@ -418,9 +418,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Change>, StoreError> {
         let mut sql = Sql::new(self.dialect());
-        sql.push("SELECT seq, rkey, rtype, id, version, method, lu_ms, ")
-            .push("body")
-            .push(" FROM resource_history WHERE seq > ")
+        sql.push("SELECT seq, rkey, rtype, id, version, method, lu_ms, body FROM resource_history WHERE seq > ")
             .bind(after);
         if let Some(upto) = upto {
             sql.push(" AND seq <= ").bind(upto);
@@ -453,12 +451,7 @@ impl Store {
     /// The body of an earlier version (for triggers that compare, e.g. an encounter's status).
     pub async fn version_body(&self, rkey: i64, version: i64) -> Result<Option<String>, StoreError> {
         let mut sql = Sql::new(self.dialect());
-        sql.push("SELECT ")
-            .push("body")
-            .push(" FROM resource_history WHERE rkey = ")
-            .bind(rkey)
-            .push(" AND version = ")
-            .bind(version);
+        sql.push("SELECT body FROM resource_history WHERE rkey = ").bind(rkey).push(" AND version = ").bind(version);
         let mut lease = self.pool.read_conn().await?;
         Ok(lease.conn().fetch(&sql, &[Col::Text]).await?.into_iter().next().and_then(|mut r| r.take_text(0)))
     }

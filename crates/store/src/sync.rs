@@ -51,9 +51,7 @@ impl Store {
         restriction: &Restriction,
     ) -> Result<ChangePage, StoreError> {
         let mut sql = Sql::new(self.dialect());
-        sql.push("SELECT h.rtype, h.id, h.version, h.lu_ms, h.method, ")
-            .push("h.body")
-            .push(", h.seq, h.rkey FROM resource_history h WHERE (h.seq > ")
+        sql.push("SELECT h.rtype, h.id, h.version, h.lu_ms, h.method, h.body, h.seq, h.rkey FROM resource_history h WHERE (h.seq > ")
             .bind(after.seq)
             .push(" OR (h.seq = ")
             .bind(after.seq)
