@@ -251,11 +251,18 @@ impl Store {
             .map(|text| async move {
                 let mut lease = self.pool.read_conn().await?;
                 let mut conn = lease.conn();
-                // Index builds sort in memory up to this much (the default 64 MB spilled the
-                // token index of the fixture set to disk); vacuum uses it for dead-row lists.
-                conn.execute(&db::Sql::raw(Dialect::Postgres, "SET maintenance_work_mem = '256MB'")).await?;
+                // Index builds sort in memory up to this much (the default, 64 MB, is less than
+                // the fixture set's token index needs); vacuum uses it for dead-row lists.
+                // No parallel workers of their own: two builds already keep both cores busy.
+                let settings = ["maintenance_work_mem = '256MB'", "max_parallel_maintenance_workers = 0"];
+                for setting in settings {
+                    conn.execute(&db::Sql::raw(Dialect::Postgres, format!("SET {setting}"))).await?;
+                }
                 let done = conn.execute(&db::Sql::raw(Dialect::Postgres, text)).await;
-                conn.execute(&db::Sql::raw(Dialect::Postgres, "RESET maintenance_work_mem")).await?;
+                for setting in settings {
+                    let name = setting.split(' ').next().unwrap_or_default();
+                    conn.execute(&db::Sql::raw(Dialect::Postgres, format!("RESET {name}"))).await?;
+                }
                 done
             })
             .buffer_unordered(2)
