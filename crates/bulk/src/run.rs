@@ -533,7 +533,7 @@ impl Run<'_> {
                 }
                 Stage::Deleted => self.write_deleted(&mut writer, t, cp, per_file, page).await?,
             };
-            let Some((count, after, exhausted)) = written else {
+            let Some(FileWritten { count, after, exhausted }) = written else {
                 let _ = writer.abort().await;
                 return Ok(false);
             };
@@ -589,8 +589,8 @@ impl Run<'_> {
         }
     }
 
-    /// Write up to `per_file` resources after the checkpoint into `writer`: (count, last rkey,
-    /// type exhausted), or `None` when the job stopped being this worker's. The next page is read
+    /// Write up to `per_file` resources after the checkpoint into `writer`, or `None` when the
+    /// job stopped being this worker's. The next page is read
     /// while this one is written, so the database and this process work at the same time.
     #[allow(clippy::too_many_arguments)]
     async fn write_resources(
@@ -602,7 +602,7 @@ impl Run<'_> {
         cp: &Checkpoint,
         per_file: i64,
         page: i64,
-    ) -> Result<Option<(i64, i64, bool)>> {
+    ) -> Result<Option<FileWritten>> {
         let reader = PageReader {
             store: self.exporter.deps().store.clone(),
             restriction: Arc::new(restriction.clone()),
@@ -627,7 +627,7 @@ impl Run<'_> {
                 writer.write_all(line(&row.body, keep).as_bytes()).await?;
                 writer.write_all(b"\n").await?;
             }
-            drop(rows);
+            drop(rows); // before a throttle's sleep
             self.exported += n as u64;
             self.throttle().await;
             if !self.renew_if_due(cp, count).await? {
@@ -637,10 +637,10 @@ impl Run<'_> {
                 return Ok(None);
             }
             if exhausted {
-                return Ok(Some((count, after, true)));
+                return Ok(Some(FileWritten { count, after, exhausted: true }));
             }
         }
-        Ok(Some((count, after, false)))
+        Ok(Some(FileWritten { count, after, exhausted: false }))
     }
 
     /// The `deleted` file of a `_since` export: tombstones after the checkpoint, as
@@ -652,7 +652,7 @@ impl Run<'_> {
         cp: &Checkpoint,
         per_file: i64,
         page: i64,
-    ) -> Result<Option<(i64, i64, bool)>> {
+    ) -> Result<Option<FileWritten>> {
         let (mut count, mut after) = (0i64, cp.after_rkey);
         while count < per_file {
             let limit = page.min(per_file - count);
@@ -675,10 +675,10 @@ impl Run<'_> {
                 return Ok(None);
             }
             if n < limit {
-                return Ok(Some((count, after, true)));
+                return Ok(Some(FileWritten { count, after, exhausted: true }));
             }
         }
-        Ok(Some((count, after, false)))
+        Ok(Some(FileWritten { count, after, exhausted: false }))
     }
 
     /// Renew the lease (and show progress) a few times per lease period.
@@ -709,6 +709,15 @@ impl Run<'_> {
             tokio::time::sleep(due - elapsed).await;
         }
     }
+}
+
+/// What went into one export file.
+struct FileWritten {
+    count: i64,
+    /// The last rkey written (where the next file resumes).
+    after: i64,
+    /// The type (or its tombstones) has nothing more.
+    exhausted: bool,
 }
 
 /// Reads pages of one type on a task of their own (so a read overlaps the writing of the page
