@@ -35,10 +35,13 @@ async fn bind(addr: &str) -> Result<tokio::net::TcpListener, RunError> {
     tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Listen { addr: addr.to_owned(), source })
 }
 
-/// `host:port` with the port moved by `offset` (port 0 stays 0: the OS picks).
-fn offset_addr(addr: &SocketAddr, offset: u16) -> String {
-    let port = if addr.port() == 0 { 0 } else { addr.port().saturating_add(offset) };
-    SocketAddr::new(addr.ip(), port).to_string()
+/// The demo's other listeners beside the clinic's: its port moved by `offset`, or port 0 (the OS
+/// picks) when the clinic's port was itself left to the OS. Offsetting the port the OS picked would
+/// land on a port some other process may well hold (ephemeral ports are shared with clients).
+fn offset_addr(requested: &str, bound: &SocketAddr, offset: u16) -> String {
+    let os_picked = requested.rsplit_once(':').is_some_and(|(_, port)| port == "0");
+    let port = if os_picked || bound.port() == 0 { 0 } else { bound.port().saturating_add(offset) };
+    SocketAddr::new(bound.ip(), port).to_string()
 }
 
 /// A sibling database of the clinic's: `portico-data/demo.db` → `portico-data/demo-plan.db`.
@@ -168,9 +171,13 @@ pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
 
     let mut tasks = tokio::task::JoinSet::new();
     if !args.no_link {
-        let plan_listener = bind(&args.plan_listen.clone().unwrap_or_else(|| offset_addr(&local, 1))).await?;
-        let link_listener = bind(&args.link_listen.clone().unwrap_or_else(|| offset_addr(&local, 10))).await?;
-        let app_listener = bind(&args.aggregator_listen.clone().unwrap_or_else(|| offset_addr(&local, 11))).await?;
+        let plan_listener =
+            bind(&args.plan_listen.clone().unwrap_or_else(|| offset_addr(&serve_args.listen, &local, 1))).await?;
+        let link_listener =
+            bind(&args.link_listen.clone().unwrap_or_else(|| offset_addr(&serve_args.listen, &local, 10))).await?;
+        let app_listener =
+            bind(&args.aggregator_listen.clone().unwrap_or_else(|| offset_addr(&serve_args.listen, &local, 11)))
+                .await?;
         let plan_origin = format!("http://{}", plan_listener.local_addr().map_err(RunError::Serve)?);
         let link_base = format!("http://{}", link_listener.local_addr().map_err(RunError::Serve)?);
         let app_origin = format!("http://{}", app_listener.local_addr().map_err(RunError::Serve)?);
@@ -296,4 +303,19 @@ pub async fn demo(args: DemoArgs) -> Result<(), RunError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offset_addr;
+
+    #[test]
+    fn other_listeners_follow_a_chosen_port_and_leave_a_picked_one_to_the_os() {
+        let bound = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(offset_addr("127.0.0.1:8080", &bound, 10), "127.0.0.1:8090");
+        assert_eq!(offset_addr("localhost:8080", &bound, 1), "127.0.0.1:8081");
+        let picked = "127.0.0.1:41234".parse().unwrap();
+        assert_eq!(offset_addr("127.0.0.1:0", &picked, 1), "127.0.0.1:0");
+        assert_eq!(offset_addr("[::1]:0", &"[::1]:41234".parse().unwrap(), 11), "[::1]:0");
+    }
 }

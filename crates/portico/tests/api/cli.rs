@@ -10,12 +10,13 @@ use serde_json::Value;
 async fn demo_generates_serves_and_prints_urls() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("demo.db");
+    let log = dir.path().join("demo.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["demo", "--patients", "6", "--listen", "127.0.0.1:0", "--database-url"])
         .arg(&db)
         .env("PORTICO_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -32,6 +33,15 @@ async fn demo_generates_serves_and_prints_urls() {
         seen
     });
     let lines = tokio::time::timeout(Duration::from_secs(60), lines).await.expect("demo printed its URLs").unwrap();
+    // A demo that stopped before it served says why on stderr.
+    if let Ok(Some(status)) = child.try_wait() {
+        panic!("the demo exited ({status}): {lines:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    assert!(
+        lines.last().is_some_and(|l| l.contains("Ctrl-C")),
+        "the demo stopped printing before it served: {lines:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     let url_of = |label: &str| {
         lines
             .iter()
