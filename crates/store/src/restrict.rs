@@ -138,6 +138,13 @@ impl Restriction {
     /// `resource_type`). `compartment_done` skips the compartment condition when the caller made
     /// it the driving term. Callers check [`Self::type_visible`] first.
     pub(crate) fn push(&self, store: &Store, sql: &mut Sql, resource_type: &str, now_ms: i64, compartment_done: bool) {
+        self.push_index_checks(store, sql, resource_type, compartment_done);
+        self.push_type_filters(store, sql, resource_type, now_ms);
+    }
+
+    /// The conditions that look only at index rows of `r.rkey` (each ` AND …`): the
+    /// compartment (unless `compartment_done`) and the withheld labels.
+    pub(crate) fn push_index_checks(&self, store: &Store, sql: &mut Sql, resource_type: &str, compartment_done: bool) {
         if !compartment_done && self.compartment_applies(store.registry, resource_type) {
             sql.push(" AND ");
             self.push_compartment_exists(sql);
@@ -145,6 +152,11 @@ impl Restriction {
         // Any v3 ActCode token of the resource with a withheld code (in practice its
         // `_security`); not narrowed to the parameter so one condition serves every type.
         self.push_withheld(sql);
+    }
+
+    /// The scope's own filters on `resource_type` (` AND (…)`), when its rule has any: search
+    /// terms of any kind, so they may look at the resource row itself.
+    pub(crate) fn push_type_filters(&self, store: &Store, sql: &mut Sql, resource_type: &str, now_ms: i64) {
         if let TypeRule::Filtered(filters) = self.types.rule(resource_type) {
             let request = filter_request(resource_type);
             let f = Filters { store, request: &request, now_ms, restriction: None };

@@ -461,24 +461,52 @@ impl Filters<'_> {
                 sql.push(" AND ");
             }
         }
-        self.push_checks(sql, plan, true);
+        self.push_checks(sql, plan);
     }
 
     /// Every condition but a compartment driver: the type, liveness, the terms (the driving
-    /// one as `r.rkey IN (…)` when `with_driver`, else left out), the caller's restriction.
-    fn push_checks(&self, sql: &mut Sql, plan: Plan, with_driver: bool) {
+    /// one as `r.rkey IN (…)`), the caller's restriction.
+    fn push_checks(&self, sql: &mut Sql, plan: Plan) {
         let rtype = self.request.resource_type.as_str();
         sql.push("r.rtype = ").bind(rtype).push(" AND r.deleted = 0");
         for (i, term) in self.request.terms.iter().enumerate() {
-            let drives = plan.driver == Some(i);
-            if drives && !with_driver {
-                continue;
-            }
             sql.push(" AND ");
-            self.push_term(sql, term, drives);
+            self.push_term(sql, term, plan.driver == Some(i));
         }
         if let Some(r) = self.restriction {
             r.push(self.store, sql, rtype, self.now_ms, plan.compartment_drives || plan.compartment_implied);
+        }
+    }
+
+    /// The conditions of [`Self::push_checks`] but the driver's that need only the index rows of
+    /// `r.rkey` (each ` AND …`): the parameter terms and the restriction's compartment and labels.
+    fn push_index_checks(&self, sql: &mut Sql, plan: Plan) {
+        for (i, term) in self.request.terms.iter().enumerate() {
+            if plan.driver != Some(i) && matches!(term.target, Target::Param { .. }) {
+                sql.push(" AND ");
+                self.push_term(sql, term, false);
+            }
+        }
+        if let Some(r) = self.restriction {
+            let compartment_done = plan.compartment_drives || plan.compartment_implied;
+            r.push_index_checks(self.store, sql, &self.request.resource_type, compartment_done);
+        }
+    }
+
+    /// The rest of [`Self::push_checks`]: the type, liveness, terms on the row itself (`_id`,
+    /// `_lastUpdated`) and the scope's filters. With [`Self::push_index_checks`], every
+    /// condition but the driver's.
+    fn push_row_checks(&self, sql: &mut Sql) {
+        let rtype = self.request.resource_type.as_str();
+        sql.push("r.rtype = ").bind(rtype).push(" AND r.deleted = 0");
+        for term in &self.request.terms {
+            if !matches!(term.target, Target::Param { .. }) {
+                sql.push(" AND ");
+                self.push_term(sql, term, false);
+            }
+        }
+        if let Some(r) = self.restriction {
+            r.push_type_filters(self.store, sql, rtype, self.now_ms);
         }
     }
 
@@ -505,11 +533,17 @@ impl Filters<'_> {
         if let Some(cursor) = cursor {
             sql.push(" AND x.rkey > ").bind(cursor.rkey);
         }
+        // Two checks per candidate, in this order: first what the index rows of its rkey can
+        // tell (`k`, where `r` names the candidate's rkey alone), then, for those that pass,
+        // its resources row (`r`). Most candidates fail on the index rows (a patient's
+        // Observations that are not lab results), and these no longer cost a row lookup.
+        sql.push(" ORDER BY x.rkey) d CROSS JOIN LATERAL (SELECT r.rkey FROM (SELECT d.rkey) r WHERE TRUE");
+        self.push_index_checks(&mut sql, plan);
         sql.push(
-            " ORDER BY x.rkey) d CROSS JOIN LATERAL (\
-             SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, r.hid FROM resources r WHERE r.rkey = d.rkey AND ",
+            " OFFSET 0) k CROSS JOIN LATERAL (\
+             SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, r.hid FROM resources r WHERE r.rkey = k.rkey AND ",
         );
-        self.push_checks(&mut sql, plan, false);
+        self.push_row_checks(&mut sql);
         sql.push(" OFFSET 0) r ORDER BY d.rkey LIMIT ").bind(limit);
         sql.push(") r JOIN resource_history h ON h.hid = r.hid ORDER BY r.rkey");
         Some(sql)

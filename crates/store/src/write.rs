@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::clock::{epoch_ms, instant_text};
-use crate::db::{Col, Conn, Dialect, RowExt, Sql, SqlValue, Tx};
+use crate::db::{Col, Conn, CopyLine, Dialect, RowExt, Sql, SqlValue, Tx};
 use crate::{param_key, Store, StoreError, StoredResource};
 
 /// One write, as the REST layer or the importer asks for it.
@@ -411,7 +411,13 @@ impl Store {
             Dialect::Sqlite => None,
         };
         // 1. current rows (insert or update), learning every rkey
-        let mut rkeys: HashMap<(String, String), i64> = HashMap::new();
+        // Each row's rkey, by its position in `rows` (RETURNING names the row by type and id).
+        let position: HashMap<(&str, &str), usize> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.outcome.resource_type.as_str(), r.outcome.id.as_str()), i))
+            .collect();
+        let mut rkeys = vec![0i64; rows.len()];
         for (c, chunk) in rows.chunks(CHUNK_ROWS).enumerate() {
             let mut sql = Sql::new(dialect);
             sql.push("INSERT INTO resources (rtype, id, version, lu_ms, seq, deleted, content_hash");
@@ -452,13 +458,12 @@ impl Store {
             }
             sql.push(" RETURNING rkey, rtype, id");
             for mut row in conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text]).await? {
-                let rkey = row.int(0);
-                let key = (row.take_text(1).unwrap_or_default(), row.take_text(2).unwrap_or_default());
-                rkeys.insert(key, rkey);
+                let (rtype, id) = (row.take_text(1).unwrap_or_default(), row.take_text(2).unwrap_or_default());
+                if let Some(&i) = position.get(&(rtype.as_str(), id.as_str())) {
+                    rkeys[i] = row.int(0);
+                }
             }
         }
-        let rkey_of =
-            |r: &Ready| rkeys.get(&(r.outcome.resource_type.clone(), r.outcome.id.clone())).copied().unwrap_or(0);
 
         // 2. old index rows of replaced or deleted resources
         let replaced: Vec<i64> = rows.iter().filter_map(|r| r.existing_rkey).collect();
@@ -475,26 +480,22 @@ impl Store {
         let mut written: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
         let by_copy = hids.is_some() && rows.len() >= COPY_MIN_ROWS;
         if let Some(hids) = hids.as_ref().filter(|_| by_copy) {
-            let history: Vec<[SqlValue; 10]> = rows
-                .iter()
-                .zip(hids)
-                .map(|(r, hid)| {
-                    [
-                        rkey_of(r).into(),
-                        r.outcome.version.into(),
-                        r.outcome.resource_type.as_str().into(),
-                        r.outcome.id.as_str().into(),
-                        seq.into(),
-                        r.outcome.last_updated_ms.into(),
-                        r.method.into(),
-                        r.outcome.body.clone().into(),
-                        r.extracted.compartments.first().cloned().into(),
-                        (*hid).into(),
-                    ]
-                })
-                .collect();
+            let history: Vec<(&Ready, i64, i64)> =
+                rows.iter().zip(hids).zip(&rkeys).map(|((r, hid), rkey)| (*r, *hid, *rkey)).collect();
             let columns = "rkey, version, rtype, id, seq, lu_ms, method, body, patient_id, hid";
-            conn.copy_rows("resource_history", columns, &history).await?;
+            conn.copy_encoded("resource_history", columns, &history, |line, (r, hid, rkey)| {
+                line.int(*rkey)
+                    .int(r.outcome.version)
+                    .text(&r.outcome.resource_type)
+                    .text(&r.outcome.id)
+                    .int(seq)
+                    .int(r.outcome.last_updated_ms)
+                    .text(r.method)
+                    .opt_text(r.outcome.body.as_deref())
+                    .opt_text(r.extracted.compartments.first().map(String::as_str))
+                    .int(*hid);
+            })
+            .await?;
         }
         for (c, chunk) in rows.chunks(CHUNK_ROWS).enumerate().filter(|_| !by_copy) {
             let mut sql = Sql::new(dialect);
@@ -508,7 +509,7 @@ impl Store {
                     sql.push(", ");
                 }
                 sql.push("(")
-                    .bind(rkey_of(r))
+                    .bind(rkeys[c * CHUNK_ROWS + i])
                     .push(", ")
                     .bind(r.outcome.version)
                     .push(", ")
@@ -552,14 +553,13 @@ impl Store {
 
         // 4. index rows
         let mut index = IndexRows::new(dialect);
-        for r in &rows {
-            let rkey = rkey_of(r);
+        for (r, &rkey) in rows.iter().zip(&rkeys) {
             let patient = r.extracted.compartments.first().map(String::as_str);
             for entry in &r.extracted.entries {
                 index.add(rkey, param_key(&r.outcome.resource_type, &entry.param), &entry.value, patient);
             }
             for patient_id in &r.extracted.compartments {
-                index.compartment.push(vec![rkey.into(), patient_id.as_str().into()]);
+                index.compartment.push((rkey, patient_id.as_str()));
             }
         }
         index.flush(conn).await
@@ -605,9 +605,10 @@ async fn next_commit(conn: &mut Conn<'_>, now_ms: i64) -> Result<(i64, i64), Sto
 /// history keys follow commit order as they do when the rows take them themselves).
 async fn take_history_keys(conn: &mut Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
     let mut sql = Sql::new(conn.dialect());
-    sql.push("SELECT nextval(pg_get_serial_sequence('resource_history', 'hid')) FROM generate_series(1, ")
-        .bind(n as i64)
-        .push(")");
+    // The sequence named as a regclass literal (BIGSERIAL's own name for it, migration 0001):
+    // `pg_get_serial_sequence(…)` is not constant-folded and looked the name up in the catalog
+    // once per row, six times the cost of the keys themselves (0.5 s of the fixture set's load).
+    sql.push("SELECT nextval('resource_history_hid_seq'::regclass) FROM generate_series(1, ").bind(n as i64).push(")");
     let mut keys: Vec<i64> = conn.fetch(&sql, &[Col::Int]).await?.iter().map(|row| row.int(0)).collect();
     keys.sort_unstable();
     if keys.len() != n {
@@ -750,84 +751,137 @@ fn or_empty(value: &Option<String>) -> SqlValue {
 pub(crate) const INDEX_TABLES: [&str; 8] =
     ["idx_string", "idx_token", "idx_reference", "idx_date", "idx_number", "idx_quantity", "idx_uri", "compartment"];
 
-/// Index rows collected per table, flushed as multi-row inserts.
-struct IndexRows {
-    dialect: Dialect,
-    string: Vec<Vec<SqlValue>>,
-    token: Vec<Vec<SqlValue>>,
-    reference: Vec<Vec<SqlValue>>,
-    date: Vec<Vec<SqlValue>>,
-    number: Vec<Vec<SqlValue>>,
-    quantity: Vec<Vec<SqlValue>>,
-    uri: Vec<Vec<SqlValue>>,
-    compartment: Vec<Vec<SqlValue>>,
+/// One index row, borrowing its value from the extracted entries it comes from.
+struct IndexRow<'a> {
+    rkey: i64,
+    p: i64,
+    value: &'a IndexValue,
+    patient: Option<&'a str>,
 }
 
-impl IndexRows {
-    fn new(dialect: Dialect) -> IndexRows {
-        IndexRows {
-            dialect,
-            string: vec![],
-            token: vec![],
-            reference: vec![],
-            date: vec![],
-            number: vec![],
-            quantity: vec![],
-            uri: vec![],
-            compartment: vec![],
+/// The index table of a value (a position in [`INDEX_TABLES`]) and its columns after `rkey, p`.
+fn index_table(value: &IndexValue) -> (usize, &'static str) {
+    match value {
+        IndexValue::String { .. } => (0, "norm, exact"),
+        IndexValue::Token { .. } => (1, "code, system, text"),
+        IndexValue::Reference { .. } => (2, "tid, ttype, url"),
+        IndexValue::Date { .. } => (3, "lo, hi"),
+        IndexValue::Number { .. } => (4, "val"),
+        IndexValue::Quantity { .. } => (5, "val, code, system, unit"),
+        IndexValue::Uri { .. } => (6, "uri"),
+    }
+}
+
+/// A value's columns (those [`index_table`] names), as bound values.
+fn value_columns(value: &IndexValue) -> Vec<SqlValue> {
+    match value {
+        IndexValue::String { normalized, exact } => vec![normalized.as_str().into(), exact.as_str().into()],
+        IndexValue::Token { system, code, text } => vec![or_empty(code), or_empty(system), or_empty(text)],
+        IndexValue::Reference { target_type, target_id, url } => {
+            vec![or_empty(target_id), or_empty(target_type), or_empty(url)]
         }
+        IndexValue::Date { start, end } => vec![(*start).into(), (*end).into()],
+        IndexValue::Number { value } => vec![(*value).into()],
+        IndexValue::Quantity { value, system, code, unit } => {
+            vec![(*value).into(), or_empty(code), or_empty(system), or_empty(unit)]
+        }
+        IndexValue::Uri { value } => vec![value.as_str().into()],
+    }
+}
+
+/// The same columns as [`value_columns`], written straight into a COPY line.
+fn copy_value_columns(line: &mut CopyLine<'_>, value: &IndexValue) {
+    fn or_empty(v: &Option<String>) -> &str {
+        v.as_deref().unwrap_or_default()
+    }
+    match value {
+        IndexValue::String { normalized, exact } => line.text(normalized).text(exact),
+        IndexValue::Token { system, code, text } => {
+            line.text(or_empty(code)).text(or_empty(system)).text(or_empty(text))
+        }
+        IndexValue::Reference { target_type, target_id, url } => {
+            line.text(or_empty(target_id)).text(or_empty(target_type)).text(or_empty(url))
+        }
+        IndexValue::Date { start, end } => line.int(*start).int(*end),
+        IndexValue::Number { value } => line.real(*value),
+        IndexValue::Quantity { value, system, code, unit } => {
+            line.real(*value).text(or_empty(code)).text(or_empty(system)).text(or_empty(unit))
+        }
+        IndexValue::Uri { value } => line.text(value),
+    };
+}
+
+/// Index rows collected per table, then written by COPY (PostgreSQL, many rows) or as
+/// multi-row inserts.
+struct IndexRows<'a> {
+    dialect: Dialect,
+    /// By position in [`INDEX_TABLES`] (the compartment apart).
+    tables: [Vec<IndexRow<'a>>; 7],
+    compartment: Vec<(i64, &'a str)>,
+}
+
+impl<'a> IndexRows<'a> {
+    fn new(dialect: Dialect) -> IndexRows<'a> {
+        IndexRows { dialect, tables: Default::default(), compartment: Vec::new() }
     }
 
-    fn add(&mut self, rkey: i64, p: i64, value: &IndexValue, patient: Option<&str>) {
-        let (table, mut row): (&mut Vec<Vec<SqlValue>>, Vec<SqlValue>) = match value {
-            IndexValue::String { normalized, exact } => {
-                (&mut self.string, vec![normalized.as_str().into(), exact.as_str().into()])
-            }
-            IndexValue::Token { system, code, text } => {
-                (&mut self.token, vec![or_empty(code), or_empty(system), or_empty(text)])
-            }
-            IndexValue::Reference { target_type, target_id, url } => {
-                (&mut self.reference, vec![or_empty(target_id), or_empty(target_type), or_empty(url)])
-            }
-            IndexValue::Date { start, end } => (&mut self.date, vec![(*start).into(), (*end).into()]),
-            IndexValue::Number { value } => (&mut self.number, vec![(*value).into()]),
-            IndexValue::Quantity { value, system, code, unit } => {
-                (&mut self.quantity, vec![(*value).into(), or_empty(code), or_empty(system), or_empty(unit)])
-            }
-            IndexValue::Uri { value } => (&mut self.uri, vec![value.as_str().into()]),
-        };
-        row.insert(0, p.into());
-        row.insert(0, rkey.into());
-        if self.dialect == Dialect::Postgres {
-            row.push(patient.into());
-        }
-        table.push(row);
+    fn add(&mut self, rkey: i64, p: i64, value: &'a IndexValue, patient: Option<&'a str>) {
+        self.tables[index_table(value).0].push(IndexRow { rkey, p, value, patient });
     }
 
     async fn flush(self, conn: &mut Conn<'_>) -> Result<(), StoreError> {
         let pg = self.dialect == Dialect::Postgres;
-        let with_patient = |cols: &str| if pg { format!("{cols}, patient_id") } else { cols.to_string() };
-        let tables = [
-            ("idx_string", with_patient("rkey, p, norm, exact"), self.string),
-            ("idx_token", with_patient("rkey, p, code, system, text"), self.token),
-            ("idx_reference", with_patient("rkey, p, tid, ttype, url"), self.reference),
-            ("idx_date", with_patient("rkey, p, lo, hi"), self.date),
-            ("idx_number", with_patient("rkey, p, val"), self.number),
-            ("idx_quantity", with_patient("rkey, p, val, code, system, unit"), self.quantity),
-            ("idx_uri", with_patient("rkey, p, uri"), self.uri),
-            ("compartment", "rkey, patient_id".to_string(), self.compartment),
-        ];
         let dialect = self.dialect;
-        let mut inserted = Vec::with_capacity(tables.len());
-        for (table, columns, rows) in tables {
-            // COPY's two round trips pay off from a few dozen rows on. (It cannot skip
-            // conflicting rows as the inserts' `ON CONFLICT DO NOTHING` does for compartment
-            // rows, and needs not: a resource's patients are deduplicated at extraction, a
-            // resource appears once per transaction, and a replaced one's old rows are gone.)
-            if rows.len() >= COPY_MIN_ROWS && conn.copy_rows(table, &columns, &rows).await? {
-                continue;
+        let mut inserted: Vec<(&str, String, Vec<Vec<SqlValue>>)> = Vec::new();
+        for (position, rows) in self.tables.iter().enumerate() {
+            let Some(first) = rows.first() else { continue };
+            let table = INDEX_TABLES[position];
+            let mut columns = format!("rkey, p, {}", index_table(first.value).1);
+            if pg {
+                columns.push_str(", patient_id");
             }
-            inserted.push((table, columns, rows));
+            // COPY's two round trips pay off from a few dozen rows on.
+            if rows.len() >= COPY_MIN_ROWS {
+                let copied = conn
+                    .copy_encoded(table, &columns, rows, |line, row| {
+                        line.int(row.rkey).int(row.p);
+                        copy_value_columns(line, row.value);
+                        line.opt_text(row.patient);
+                    })
+                    .await?;
+                if copied {
+                    continue;
+                }
+            }
+            let values = rows
+                .iter()
+                .map(|row| {
+                    let mut values = vec![row.rkey.into(), row.p.into()];
+                    values.extend(value_columns(row.value));
+                    if pg {
+                        values.push(row.patient.into());
+                    }
+                    values
+                })
+                .collect();
+            inserted.push((table, columns, values));
+        }
+        if !self.compartment.is_empty() {
+            // (COPY cannot skip conflicting rows as the inserts' `ON CONFLICT DO NOTHING` does
+            // for compartment rows, and needs not: a resource's patients are deduplicated at
+            // extraction, a resource appears once per transaction, and a replaced one's old rows
+            // are gone.)
+            let columns = "rkey, patient_id";
+            let copied = self.compartment.len() >= COPY_MIN_ROWS
+                && conn
+                    .copy_encoded("compartment", columns, &self.compartment, |line, (rkey, patient)| {
+                        line.int(*rkey).text(patient);
+                    })
+                    .await?;
+            if !copied {
+                let rows = self.compartment.iter().map(|(rkey, patient)| vec![(*rkey).into(), (*patient).into()]);
+                inserted.push(("compartment", columns.to_owned(), rows.collect()));
+            }
         }
         let mut statements = inserted.into_iter().flat_map(|(table, columns, rows)| {
             let mut rows = rows.into_iter().peekable();
