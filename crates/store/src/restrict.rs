@@ -142,6 +142,11 @@ impl Restriction {
         self.push_type_filters(store, sql, resource_type, now_ms);
     }
 
+    /// Would [`Self::push_index_checks`] push anything?
+    pub(crate) fn has_index_checks(&self, store: &Store, resource_type: &str, compartment_done: bool) -> bool {
+        (!compartment_done && self.compartment_applies(store.registry, resource_type)) || !self.withheld.is_empty()
+    }
+
     /// The conditions that look only at index rows of `r.rkey` (each ` AND …`): the
     /// compartment (unless `compartment_done`) and the withheld labels.
     pub(crate) fn push_index_checks(&self, store: &Store, sql: &mut Sql, resource_type: &str, compartment_done: bool) {

@@ -478,6 +478,21 @@ impl Filters<'_> {
         }
     }
 
+    /// Would [`Self::push_index_checks`] push anything?
+    fn has_index_checks(&self, plan: Plan) -> bool {
+        let other_param_terms = self
+            .request
+            .terms
+            .iter()
+            .enumerate()
+            .any(|(i, term)| plan.driver != Some(i) && matches!(term.target, Target::Param { .. }));
+        let compartment_done = plan.compartment_drives || plan.compartment_implied;
+        other_param_terms
+            || self
+                .restriction
+                .is_some_and(|r| r.has_index_checks(self.store, &self.request.resource_type, compartment_done))
+    }
+
     /// The conditions of [`Self::push_checks`] but the driver's that need only the index rows of
     /// `r.rkey` (each ` AND …`): the parameter terms and the restriction's compartment and labels.
     fn push_index_checks(&self, sql: &mut Sql, plan: Plan) {
@@ -536,15 +551,25 @@ impl Filters<'_> {
         // Two checks per candidate, in this order: first what the index rows of its rkey can
         // tell (`k`, where `r` names the candidate's rkey alone), then, for those that pass,
         // its resources row (`r`). Most candidates fail on the index rows (a patient's
-        // Observations that are not lab results), and these no longer cost a row lookup.
-        sql.push(" ORDER BY x.rkey) d CROSS JOIN LATERAL (SELECT r.rkey FROM (SELECT d.rkey) r WHERE TRUE");
-        self.push_index_checks(&mut sql, plan);
+        // Observations that are not lab results), and these no longer cost a row lookup. With
+        // nothing to check on index rows the driver itself is `k`. The page is ordered by the
+        // driver's column, which the planner knows sorted, so the nested loop stops at the
+        // page's end without a sort.
+        let checks = self.has_index_checks(plan);
+        if checks {
+            sql.push(" ORDER BY x.rkey) d CROSS JOIN LATERAL (SELECT r.rkey FROM (SELECT d.rkey) r WHERE TRUE");
+            self.push_index_checks(&mut sql, plan);
+            sql.push(" OFFSET 0) k");
+        } else {
+            sql.push(" ORDER BY x.rkey) k");
+        }
         sql.push(
-            " OFFSET 0) k CROSS JOIN LATERAL (\
+            " CROSS JOIN LATERAL (\
              SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, r.hid FROM resources r WHERE r.rkey = k.rkey AND ",
         );
         self.push_row_checks(&mut sql);
-        sql.push(" OFFSET 0) r ORDER BY d.rkey LIMIT ").bind(limit);
+        sql.push(if checks { " OFFSET 0) r ORDER BY d.rkey LIMIT " } else { " OFFSET 0) r ORDER BY k.rkey LIMIT " })
+            .bind(limit);
         sql.push(") r JOIN resource_history h ON h.hid = r.hid ORDER BY r.rkey");
         Some(sql)
     }
