@@ -143,6 +143,9 @@ const CHUNK_ROWS: usize = 400;
 /// From this many rows on, PostgreSQL gets history and index rows by COPY (see `Conn::copy_rows`).
 const COPY_MIN_ROWS: usize = 64;
 
+/// How many (type, id) pairs one existence check on PostgreSQL looks up (a whole import batch).
+const EXISTENCE_CHUNK: usize = 5000;
+
 impl Store {
     /// Run writes atomically in one transaction.
     pub async fn write(&self, requests: Vec<WriteRequest>) -> Result<Vec<WriteOutcome>, StoreError> {
@@ -622,42 +625,47 @@ async fn load_existing(
     prepared: &[Prepared],
 ) -> Result<HashMap<(String, String), Existing>, StoreError> {
     let mut found = HashMap::new();
+    let cols = [Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text];
+    let mut keep = |rows: Vec<Vec<SqlValue>>| {
+        for mut row in rows {
+            let existing =
+                Existing { rkey: row.int(0), version: row.int(3), deleted: row.int(4) != 0, hash: row.take_text(5) };
+            found.insert((row.take_text(1).unwrap_or_default(), row.take_text(2).unwrap_or_default()), existing);
+        }
+    };
+    let wanted: Vec<&Prepared> = prepared.iter().filter(|p| p.mode != Mode::Create).collect();
+    if conn.dialect() == Dialect::Postgres {
+        // The (type, id) pairs of a whole batch as one JSON array, each looked up through the
+        // (rtype, id) key: one statement per batch, not one per type (a batch of bundles holds
+        // a dozen types or more), where a list of 400 parameters had made PostgreSQL scan and
+        // hash-match the list.
+        for chunk in wanted.chunks(EXISTENCE_CHUNK) {
+            let pairs: Vec<[&str; 2]> = chunk.iter().map(|p| [p.resource_type.as_str(), p.id.as_str()]).collect();
+            let pairs = serde_json::to_string(&pairs).map_err(|e| StoreError::Config(e.to_string()))?;
+            let mut sql = Sql::new(Dialect::Postgres);
+            sql.push(
+                "SELECT r.rkey, r.rtype, r.id, r.version, r.deleted, r.content_hash FROM jsonb_array_elements(",
+            )
+            .bind(pairs)
+            .push("::jsonb) AS k(pair) JOIN resources r ON r.rtype = k.pair->>0 AND r.id = (k.pair->>1) COLLATE \"C\"")
+            .planned_each_time();
+            keep(conn.fetch(&sql, &cols).await?);
+        }
+        return Ok(found);
+    }
     // Grouped by type so each lookup uses the (rtype, id) unique index.
     let mut by_type: HashMap<&str, Vec<&str>> = HashMap::new();
-    for p in prepared.iter().filter(|p| p.mode != Mode::Create) {
+    for p in wanted {
         by_type.entry(p.resource_type.as_str()).or_default().push(p.id.as_str());
     }
     for (resource_type, ids) in by_type {
         for chunk in ids.chunks(CHUNK_ROWS) {
             let mut sql = Sql::new(conn.dialect());
-            if conn.dialect() == Dialect::Postgres {
-                // The ids as one JSON array: a lookup per id through the (rtype, id) key, where
-                // a list of 400 parameters made PostgreSQL scan and hash-match the list.
-                let ids = serde_json::to_string(chunk).map_err(|e| StoreError::Config(e.to_string()))?;
-                sql.push(
-                    "SELECT r.rkey, r.rtype, r.id, r.version, r.deleted, r.content_hash \
-                     FROM jsonb_array_elements_text(",
-                )
-                .bind(ids)
-                .push("::jsonb) AS k(id) JOIN resources r ON r.rtype = ")
+            sql.push("SELECT rkey, rtype, id, version, deleted, content_hash FROM resources WHERE rtype = ")
                 .bind(resource_type)
-                .push(" AND r.id = k.id COLLATE \"C\"")
-                .planned_each_time();
-            } else {
-                sql.push("SELECT rkey, rtype, id, version, deleted, content_hash FROM resources WHERE rtype = ")
-                    .bind(resource_type)
-                    .push(" AND id IN ")
-                    .bind_list(chunk.iter().copied());
-            }
-            for mut row in conn.fetch(&sql, &[Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text]).await? {
-                let existing = Existing {
-                    rkey: row.int(0),
-                    version: row.int(3),
-                    deleted: row.int(4) != 0,
-                    hash: row.take_text(5),
-                };
-                found.insert((row.take_text(1).unwrap_or_default(), row.take_text(2).unwrap_or_default()), existing);
-            }
+                .push(" AND id IN ")
+                .bind_list(chunk.iter().copied());
+            keep(conn.fetch(&sql, &cols).await?);
         }
     }
     Ok(found)
