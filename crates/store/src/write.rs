@@ -137,6 +137,9 @@ struct Ready {
     hash: Option<String>,
     extracted: Extracted,
     existing_rkey: Option<i64>,
+    /// A row for it exists already (live or deleted), as the existence check found under the
+    /// commit lock: a row that did not cannot appear before this transaction commits.
+    existed: bool,
 }
 
 const CHUNK_ROWS: usize = 400;
@@ -374,6 +377,7 @@ impl Store {
                 hash: None,
                 extracted: Extracted::default(),
                 existing_rkey: None,
+                existed: existing.is_some(),
             });
         }
         let Some(Normalized { body, hash, extracted }) = p.doc else {
@@ -391,13 +395,21 @@ impl Store {
                         hash: None,
                         extracted: Extracted::default(),
                         existing_rkey: None,
+                        existed: true,
                     });
                 }
             }
         }
         outcome.body = Some(stamp(&body, next_version, now_ms));
         let method = if p.mode == Mode::Create { "POST" } else { "PUT" };
-        Ok(Ready { outcome, method, hash: Some(hash), extracted, existing_rkey: existing.map(|e| e.rkey) })
+        Ok(Ready {
+            outcome,
+            method,
+            hash: Some(hash),
+            extracted,
+            existing_rkey: existing.map(|e| e.rkey),
+            existed: existing.is_some(),
+        })
     }
 
     /// Write current rows, history and index rows for a batch.
@@ -421,15 +433,45 @@ impl Store {
             .map(|(i, r)| ((r.outcome.resource_type.as_str(), r.outcome.id.as_str()), i))
             .collect();
         let mut rkeys = vec![0i64; rows.len()];
-        for (c, chunk) in rows.chunks(CHUNK_ROWS).enumerate() {
+        let mut upserted: Vec<usize> = (0..rows.len()).collect();
+        // PostgreSQL, many rows: resources that had no row get theirs by COPY, with keys from the
+        // rkey sequence; only the others need `INSERT … ON CONFLICT … RETURNING`.
+        if let Some(hids) = hids.as_ref() {
+            let new: Vec<usize> = upserted.iter().copied().filter(|&i| !rows[i].existed).collect();
+            if new.len() >= COPY_MIN_ROWS {
+                let keys = take_keys(conn, "resources_rkey_seq", new.len()).await?;
+                let items: Vec<(&Ready, i64, i64)> =
+                    new.iter().zip(&keys).map(|(&i, &k)| (rows[i], k, hids[i])).collect();
+                let columns = "rkey, rtype, id, version, lu_ms, seq, deleted, content_hash, patient_id, hid";
+                conn.copy_encoded("resources", columns, &items, |line, (r, rkey, hid)| {
+                    line.int(*rkey)
+                        .text(&r.outcome.resource_type)
+                        .text(&r.outcome.id)
+                        .int(r.outcome.version)
+                        .int(r.outcome.last_updated_ms)
+                        .int(seq)
+                        .int(i64::from(r.method == "DELETE"))
+                        .opt_text(r.hash.as_deref())
+                        .opt_text(r.extracted.compartments.first().map(String::as_str))
+                        .int(*hid);
+                })
+                .await?;
+                for (&i, &k) in new.iter().zip(&keys) {
+                    rkeys[i] = k;
+                }
+                upserted.retain(|&i| rows[i].existed);
+            }
+        }
+        for chunk in upserted.chunks(CHUNK_ROWS) {
             let mut sql = Sql::new(dialect);
             sql.push("INSERT INTO resources (rtype, id, version, lu_ms, seq, deleted, content_hash");
             if dialect == Dialect::Postgres {
                 sql.push(", patient_id, hid");
             }
             sql.push(") VALUES ");
-            for (i, r) in chunk.iter().enumerate() {
-                if i > 0 {
+            for (n, &i) in chunk.iter().enumerate() {
+                let r = rows[i];
+                if n > 0 {
                     sql.push(", ");
                 }
                 sql.push("(")
@@ -448,7 +490,7 @@ impl Store {
                     .bind(r.hash.clone());
                 if let Some(hids) = &hids {
                     sql.push(", ").bind(r.extracted.compartments.first().cloned());
-                    sql.push(", ").bind(hids[c * CHUNK_ROWS + i]);
+                    sql.push(", ").bind(hids[i]);
                 }
                 sql.push(")");
             }
@@ -607,15 +649,20 @@ async fn next_commit(conn: &mut Conn<'_>, now_ms: i64) -> Result<(i64, i64), Sto
 /// `n` fresh `resource_history` keys, in increasing order (taken under the commit lock, so
 /// history keys follow commit order as they do when the rows take them themselves).
 async fn take_history_keys(conn: &mut Conn<'_>, n: usize) -> Result<Vec<i64>, StoreError> {
+    take_keys(conn, "resource_history_hid_seq", n).await
+}
+
+/// `n` fresh keys from a PostgreSQL sequence, in increasing order.
+async fn take_keys(conn: &mut Conn<'_>, sequence: &'static str, n: usize) -> Result<Vec<i64>, StoreError> {
     let mut sql = Sql::new(conn.dialect());
     // The sequence named as a regclass literal (BIGSERIAL's own name for it, migration 0001):
     // `pg_get_serial_sequence(…)` is not constant-folded and looked the name up in the catalog
     // once per row, six times the cost of the keys themselves (0.5 s of the fixture set's load).
-    sql.push("SELECT nextval('resource_history_hid_seq'::regclass) FROM generate_series(1, ").bind(n as i64).push(")");
+    sql.push("SELECT nextval('").push(sequence).push("'::regclass) FROM generate_series(1, ").bind(n as i64).push(")");
     let mut keys: Vec<i64> = conn.fetch(&sql, &[Col::Int]).await?.iter().map(|row| row.int(0)).collect();
     keys.sort_unstable();
     if keys.len() != n {
-        return Err(StoreError::Config(format!("asked for {n} history keys, got {}", keys.len())));
+        return Err(StoreError::Config(format!("asked for {n} keys of {sequence}, got {}", keys.len())));
     }
     Ok(keys)
 }
