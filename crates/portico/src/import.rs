@@ -195,7 +195,9 @@ pub fn collect_files(paths: &[PathBuf]) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
-            for entry in walkdir::WalkDir::new(path).sort_by_file_name().into_iter().flatten() {
+            // Symbolic links are followed (a folder of links to exports is a common way to pick
+            // some); walkdir detects loops.
+            for entry in walkdir::WalkDir::new(path).follow_links(true).sort_by_file_name().into_iter().flatten() {
                 if entry.file_type().is_file() && is_importable(entry.path()) {
                     files.push(entry.into_path());
                 }
@@ -309,4 +311,25 @@ pub fn resources_of_bundle(mut bundle: Value) -> Result<Vec<Value>, String> {
         fhir::references::rewrite(resource, &map);
     }
     Ok(resources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::collect_files;
+
+    #[cfg(unix)]
+    #[test]
+    fn folders_of_links_are_followed() {
+        let exports = tempfile::tempdir().unwrap();
+        let picked = tempfile::tempdir().unwrap();
+        std::fs::write(exports.path().join("a.json"), "{}").unwrap();
+        std::fs::write(exports.path().join("notes.txt"), "").unwrap();
+        std::os::unix::fs::symlink(exports.path().join("a.json"), picked.path().join("a.json")).unwrap();
+        std::os::unix::fs::symlink(exports.path().join("notes.txt"), picked.path().join("notes.txt")).unwrap();
+        std::os::unix::fs::symlink(exports.path(), picked.path().join("all")).unwrap();
+        let found = collect_files(&[picked.path().to_path_buf()]);
+        let names: Vec<String> =
+            found.iter().map(|p| p.strip_prefix(picked.path()).unwrap().display().to_string()).collect();
+        assert_eq!(names, ["a.json", "all/a.json"]);
+    }
 }
