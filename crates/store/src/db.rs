@@ -390,27 +390,12 @@ impl Conn<'_> {
         }
     }
 
-    /// Load rows into `table` with PostgreSQL's `COPY ... FROM STDIN` (text format): for many
+    /// Load `items` into `table` with PostgreSQL's `COPY ... FROM STDIN` (text format): for many
     /// rows several times cheaper than multi-row `INSERT`s, on both sides of the connection (no
-    /// statement to parse and plan, no parameters to bind). `Ok(false)` on SQLite, which has no
-    /// COPY: the caller inserts instead.
-    pub async fn copy_rows<R: AsRef<[SqlValue]> + Sync>(
-        &mut self,
-        table: &str,
-        columns: &str,
-        rows: &[R],
-    ) -> Result<bool, StoreError> {
-        self.copy_encoded(table, columns, rows, |line, row| {
-            for value in row.as_ref() {
-                line.value(value);
-            }
-        })
-        .await
-    }
-
-    /// [`Self::copy_rows`] for items that write their own columns into a [`CopyLine`], in the
-    /// order `columns` names them: no row of owned values is built (and no text copied into one)
-    /// for each of the hundreds of thousands of index rows of a load.
+    /// statement to parse and plan, no parameters to bind). `encode` writes an item's columns
+    /// into its [`CopyLine`] in the order `columns` names them, so no row of owned values is
+    /// built (and no text copied into one) for each of a load's hundreds of thousands of index
+    /// rows. `Ok(false)` on SQLite, which has no COPY: the caller inserts instead.
     pub async fn copy_encoded<T: Sync>(
         &mut self,
         table: &str,

@@ -143,7 +143,7 @@ struct Ready {
 }
 
 const CHUNK_ROWS: usize = 400;
-/// From this many rows on, PostgreSQL gets history and index rows by COPY (see `Conn::copy_rows`).
+/// From this many rows on, PostgreSQL gets history and index rows by COPY (see `Conn::copy_encoded`).
 const COPY_MIN_ROWS: usize = 64;
 
 /// How many (type, id) pairs one existence check on PostgreSQL looks up (a whole import batch).
