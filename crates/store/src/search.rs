@@ -467,15 +467,12 @@ impl Filters<'_> {
     /// Every condition but a compartment driver: the type, liveness, the terms (the driving
     /// one as `r.rkey IN (…)`), the caller's restriction.
     fn push_checks(&self, sql: &mut Sql, plan: Plan) {
-        let rtype = self.request.resource_type.as_str();
-        sql.push("r.rtype = ").bind(rtype).push(" AND r.deleted = 0");
-        for (i, term) in self.request.terms.iter().enumerate() {
+        self.push_row_checks(sql, plan);
+        if let Some(term) = plan.driver.and_then(|i| self.request.terms.get(i)) {
             sql.push(" AND ");
-            self.push_term(sql, term, plan.driver == Some(i));
+            self.push_term(sql, term, true);
         }
-        if let Some(r) = self.restriction {
-            r.push(self.store, sql, rtype, self.now_ms, plan.compartment_drives || plan.compartment_implied);
-        }
+        self.push_index_checks(sql, plan);
     }
 
     /// Would [`Self::push_index_checks`] push anything?
@@ -511,11 +508,11 @@ impl Filters<'_> {
     /// The rest of [`Self::push_checks`]: the type, liveness, terms on the row itself (`_id`,
     /// `_lastUpdated`) and the scope's filters. With [`Self::push_index_checks`], every
     /// condition but the driver's.
-    fn push_row_checks(&self, sql: &mut Sql) {
+    fn push_row_checks(&self, sql: &mut Sql, plan: Plan) {
         let rtype = self.request.resource_type.as_str();
         sql.push("r.rtype = ").bind(rtype).push(" AND r.deleted = 0");
-        for term in &self.request.terms {
-            if !matches!(term.target, Target::Param { .. }) {
+        for (i, term) in self.request.terms.iter().enumerate() {
+            if plan.driver != Some(i) && !matches!(term.target, Target::Param { .. }) {
                 sql.push(" AND ");
                 self.push_term(sql, term, false);
             }
@@ -567,7 +564,7 @@ impl Filters<'_> {
             " CROSS JOIN LATERAL (\
              SELECT r.rkey, r.rtype, r.id, r.version, r.lu_ms, r.hid FROM resources r WHERE r.rkey = k.rkey AND ",
         );
-        self.push_row_checks(&mut sql);
+        self.push_row_checks(&mut sql, plan);
         sql.push(if checks { " OFFSET 0) r ORDER BY d.rkey LIMIT " } else { " OFFSET 0) r ORDER BY k.rkey LIMIT " })
             .bind(limit);
         sql.push(") r JOIN resource_history h ON h.hid = r.hid ORDER BY r.rkey");

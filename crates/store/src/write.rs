@@ -426,12 +426,7 @@ impl Store {
             Dialect::Sqlite => None,
         };
         // 1. current rows (insert or update), learning every rkey
-        // Each row's rkey, by its position in `rows` (RETURNING names the row by type and id).
-        let position: HashMap<(&str, &str), usize> = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| ((r.outcome.resource_type.as_str(), r.outcome.id.as_str()), i))
-            .collect();
+        // Each row's rkey, by its position in `rows`.
         let mut rkeys = vec![0i64; rows.len()];
         let mut upserted: Vec<usize> = (0..rows.len()).collect();
         // PostgreSQL, many rows: resources that had no row get theirs by COPY, with keys from the
@@ -462,6 +457,11 @@ impl Store {
                 upserted.retain(|&i| rows[i].existed);
             }
         }
+        // RETURNING names each row by type and id.
+        let position: HashMap<(&str, &str), usize> = upserted
+            .iter()
+            .map(|&i| ((rows[i].outcome.resource_type.as_str(), rows[i].outcome.id.as_str()), i))
+            .collect();
         for chunk in upserted.chunks(CHUNK_ROWS) {
             let mut sql = Sql::new(dialect);
             sql.push("INSERT INTO resources (rtype, id, version, lu_ms, seq, deleted, content_hash");
@@ -799,10 +799,6 @@ fn stamp(body: &Unstamped, version: i64, lu_ms: i64) -> String {
 }
 
 /// Index text columns hold '' for "absent" (they are primary-key columns on SQLite).
-fn or_empty(value: &Option<String>) -> SqlValue {
-    SqlValue::Text(value.clone().unwrap_or_default())
-}
-
 pub(crate) const INDEX_TABLES: [&str; 8] =
     ["idx_string", "idx_token", "idx_reference", "idx_date", "idx_number", "idx_quantity", "idx_uri", "compartment"];
 
@@ -827,42 +823,59 @@ fn index_table(value: &IndexValue) -> (usize, &'static str) {
     }
 }
 
-/// A value's columns (those [`index_table`] names), as bound values.
-fn value_columns(value: &IndexValue) -> Vec<SqlValue> {
-    match value {
-        IndexValue::String { normalized, exact } => vec![normalized.as_str().into(), exact.as_str().into()],
-        IndexValue::Token { system, code, text } => vec![or_empty(code), or_empty(system), or_empty(text)],
-        IndexValue::Reference { target_type, target_id, url } => {
-            vec![or_empty(target_id), or_empty(target_type), or_empty(url)]
-        }
-        IndexValue::Date { start, end } => vec![(*start).into(), (*end).into()],
-        IndexValue::Number { value } => vec![(*value).into()],
-        IndexValue::Quantity { value, system, code, unit } => {
-            vec![(*value).into(), or_empty(code), or_empty(system), or_empty(unit)]
-        }
-        IndexValue::Uri { value } => vec![value.as_str().into()],
+/// Where a value's columns go: a COPY line, or the bound values of an insert's row.
+trait Columns {
+    fn int(&mut self, v: i64) -> &mut Self;
+    fn real(&mut self, v: f64) -> &mut Self;
+    fn text(&mut self, v: &str) -> &mut Self;
+}
+
+impl Columns for CopyLine<'_> {
+    fn int(&mut self, v: i64) -> &mut Self {
+        CopyLine::int(self, v)
+    }
+    fn real(&mut self, v: f64) -> &mut Self {
+        CopyLine::real(self, v)
+    }
+    fn text(&mut self, v: &str) -> &mut Self {
+        CopyLine::text(self, v)
     }
 }
 
-/// The same columns as [`value_columns`], written straight into a COPY line.
-fn copy_value_columns(line: &mut CopyLine<'_>, value: &IndexValue) {
+impl Columns for Vec<SqlValue> {
+    fn int(&mut self, v: i64) -> &mut Self {
+        self.push(v.into());
+        self
+    }
+    fn real(&mut self, v: f64) -> &mut Self {
+        self.push(v.into());
+        self
+    }
+    fn text(&mut self, v: &str) -> &mut Self {
+        self.push(v.into());
+        self
+    }
+}
+
+/// A value's columns, those [`index_table`] names (an absent text is the empty string).
+fn push_value_columns(columns: &mut impl Columns, value: &IndexValue) {
     fn or_empty(v: &Option<String>) -> &str {
         v.as_deref().unwrap_or_default()
     }
     match value {
-        IndexValue::String { normalized, exact } => line.text(normalized).text(exact),
+        IndexValue::String { normalized, exact } => columns.text(normalized).text(exact),
         IndexValue::Token { system, code, text } => {
-            line.text(or_empty(code)).text(or_empty(system)).text(or_empty(text))
+            columns.text(or_empty(code)).text(or_empty(system)).text(or_empty(text))
         }
         IndexValue::Reference { target_type, target_id, url } => {
-            line.text(or_empty(target_id)).text(or_empty(target_type)).text(or_empty(url))
+            columns.text(or_empty(target_id)).text(or_empty(target_type)).text(or_empty(url))
         }
-        IndexValue::Date { start, end } => line.int(*start).int(*end),
-        IndexValue::Number { value } => line.real(*value),
+        IndexValue::Date { start, end } => columns.int(*start).int(*end),
+        IndexValue::Number { value } => columns.real(*value),
         IndexValue::Quantity { value, system, code, unit } => {
-            line.real(*value).text(or_empty(code)).text(or_empty(system)).text(or_empty(unit))
+            columns.real(*value).text(or_empty(code)).text(or_empty(system)).text(or_empty(unit))
         }
-        IndexValue::Uri { value } => line.text(value),
+        IndexValue::Uri { value } => columns.text(value),
     };
 }
 
@@ -900,7 +913,7 @@ impl<'a> IndexRows<'a> {
                 let copied = conn
                     .copy_encoded(table, &columns, rows, |line, row| {
                         line.int(row.rkey).int(row.p);
-                        copy_value_columns(line, row.value);
+                        push_value_columns(line, row.value);
                         line.opt_text(row.patient);
                     })
                     .await?;
@@ -912,7 +925,7 @@ impl<'a> IndexRows<'a> {
                 .iter()
                 .map(|row| {
                     let mut values = vec![row.rkey.into(), row.p.into()];
-                    values.extend(value_columns(row.value));
+                    push_value_columns(&mut values, row.value);
                     if pg {
                         values.push(row.patient.into());
                     }
