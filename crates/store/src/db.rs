@@ -5,12 +5,15 @@
 //! snippets differ between SQLite and PostgreSQL, so search and write logic exist only once.
 
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Row, SqliteConnection, SqlitePool};
 
+use crate::pg_readers::{BusyGuard, PgReader, PgReaders};
 use crate::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,17 +138,19 @@ pub enum Col {
 pub type Rows = Vec<Vec<SqlValue>>;
 
 /// Pools: SQLite gets a single-connection writer (SQLite allows one writer; queueing in the pool
-/// avoids SQLITE_BUSY) and a pool of readers; PostgreSQL one pool.
+/// avoids SQLITE_BUSY) and a pool of readers; PostgreSQL sqlx's pool for transactions and
+/// [`PgReaders`] for reads.
 #[derive(Clone)]
 pub enum Pool {
     Sqlite { read: SqlitePool, write: SqlitePool },
-    Postgres(PgPool),
+    Postgres { pool: PgPool, readers: Arc<PgReaders> },
 }
 
-/// A connection or transaction of either backend.
+/// A connection or transaction of either backend. A PostgreSQL read connection comes with the
+/// flag its operations mark it busy with (see [`crate::pg_readers`]).
 pub enum Conn<'a> {
     Sqlite(&'a mut SqliteConnection),
-    Postgres(&'a mut PgConnection),
+    Postgres(&'a mut PgConnection, Option<&'a AtomicBool>),
 }
 
 pub enum Tx {
@@ -157,7 +162,7 @@ impl Tx {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
             Tx::Sqlite(tx) => Conn::Sqlite(tx),
-            Tx::Postgres(tx) => Conn::Postgres(tx),
+            Tx::Postgres(tx) => Conn::Postgres(tx, None),
         }
     }
     pub async fn commit(self) -> Result<(), StoreError> {
@@ -171,17 +176,23 @@ impl Tx {
 
 pub enum Lease {
     Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
-    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Postgres(PgReader),
 }
 
 impl Lease {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
             Lease::Sqlite(c) => Conn::Sqlite(c),
-            Lease::Postgres(c) => Conn::Postgres(c),
+            Lease::Postgres(reader) => {
+                let (conn, busy) = reader.parts();
+                Conn::Postgres(conn, Some(busy))
+            }
         }
     }
 }
+
+/// How long a caller waits for a connection before the store reports the database unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// SQLite's `cache_size` for the writer connection outside bulk loads (negative: KiB). Its
 /// steady work is the audit trail's inserts, whose index pages the OS page cache also holds;
@@ -216,11 +227,12 @@ impl Pool {
             let options = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options.clone())
                 .await?;
             migrations.postgres.run(&pool).await?;
-            return Ok(Pool::Postgres(pool));
+            let readers = Arc::new(PgReaders::new(options, max_connections, ACQUIRE_TIMEOUT));
+            return Ok(Pool::Postgres { pool, readers });
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         if let Some(parent) = std::path::Path::new(path).parent() {
@@ -255,14 +267,14 @@ impl Pool {
     pub fn dialect(&self) -> Dialect {
         match self {
             Pool::Sqlite { .. } => Dialect::Sqlite,
-            Pool::Postgres(_) => Dialect::Postgres,
+            Pool::Postgres { .. } => Dialect::Postgres,
         }
     }
 
     pub async fn read_conn(&self) -> Result<Lease, StoreError> {
         Ok(match self {
             Pool::Sqlite { read, .. } => Lease::Sqlite(read.acquire().await?),
-            Pool::Postgres(pool) => Lease::Postgres(pool.acquire().await?),
+            Pool::Postgres { readers, .. } => Lease::Postgres(readers.acquire().await?),
         })
     }
 
@@ -270,7 +282,7 @@ impl Pool {
     pub async fn begin_write(&self) -> Result<Tx, StoreError> {
         Ok(match self {
             Pool::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
-            Pool::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Pool::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
         })
     }
 
@@ -286,7 +298,7 @@ impl Pool {
     pub fn is_closed(&self) -> bool {
         match self {
             Pool::Sqlite { read, .. } => read.is_closed(),
-            Pool::Postgres(pool) => pool.is_closed(),
+            Pool::Postgres { pool, .. } => pool.is_closed(),
         }
     }
 
@@ -296,7 +308,10 @@ impl Pool {
                 read.close().await;
                 write.close().await;
             }
-            Pool::Postgres(pool) => pool.close().await,
+            Pool::Postgres { pool, readers } => {
+                readers.close();
+                pool.close().await
+            }
         }
     }
 }
@@ -346,10 +361,12 @@ impl Conn<'_> {
                 .execute(&mut **c)
                 .await?
                 .rows_affected(),
-            Conn::Postgres(c) => bind_all_owned!(sqlx::query(&text).persistent(persistent), params)
-                .execute(&mut **c)
-                .await?
-                .rows_affected(),
+            Conn::Postgres(c, busy) => {
+                let guard = BusyGuard::start(*busy);
+                let done = bind_all_owned!(sqlx::query(&text).persistent(persistent), params).execute(&mut **c).await?;
+                guard.done();
+                done.rows_affected()
+            }
         })
     }
 
@@ -359,10 +376,13 @@ impl Conn<'_> {
                 .execute(&mut **c)
                 .await?
                 .rows_affected(),
-            Conn::Postgres(c) => bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params)
-                .execute(&mut **c)
-                .await?
-                .rows_affected(),
+            Conn::Postgres(c, busy) => {
+                let guard = BusyGuard::start(*busy);
+                let done =
+                    bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params).execute(&mut **c).await?;
+                guard.done();
+                done.rows_affected()
+            }
         })
     }
 
@@ -374,10 +394,12 @@ impl Conn<'_> {
                     .await?;
                 rows.iter().map(|row| decode_sqlite(row, cols)).collect()
             }
-            Conn::Postgres(c) => {
+            Conn::Postgres(c, busy) => {
+                let guard = BusyGuard::start(*busy);
                 let rows = bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params)
                     .fetch_all(&mut **c)
                     .await?;
+                guard.done();
                 rows.iter().map(|row| decode_pg(row, cols)).collect()
             }
         }
@@ -386,7 +408,7 @@ impl Conn<'_> {
     pub fn dialect(&self) -> Dialect {
         match self {
             Conn::Sqlite(_) => Dialect::Sqlite,
-            Conn::Postgres(_) => Dialect::Postgres,
+            Conn::Postgres(..) => Dialect::Postgres,
         }
     }
 
@@ -403,7 +425,8 @@ impl Conn<'_> {
         items: &[T],
         encode: impl Fn(&mut CopyLine<'_>, &T),
     ) -> Result<bool, StoreError> {
-        let Conn::Postgres(c) = self else { return Ok(false) };
+        let Conn::Postgres(c, busy) = self else { return Ok(false) };
+        let guard = BusyGuard::start(*busy);
         let mut copy = c.copy_in_raw(&format!("COPY {table} ({columns}) FROM STDIN")).await?;
         let mut buf = Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024);
         for item in items {
@@ -418,6 +441,7 @@ impl Conn<'_> {
             copy.send(buf).await?;
         }
         copy.finish().await?;
+        guard.done();
         Ok(true)
     }
 }

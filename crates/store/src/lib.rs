@@ -17,6 +17,7 @@ mod error;
 mod export;
 mod indexes;
 pub mod jobs;
+pub mod pg_readers;
 mod read;
 pub mod restrict;
 mod search;

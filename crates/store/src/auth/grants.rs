@@ -436,7 +436,7 @@ impl Store {
     /// there the liveness cache's short lifetime bounds the delay. Stops when `on_revoked`
     /// returns false.
     pub fn watch_revocations(&self, on_revoked: impl Fn(GrantId) -> bool + Send + 'static) {
-        let crate::db::Pool::Postgres(pool) = &self.pool else { return };
+        let crate::db::Pool::Postgres { pool, .. } = &self.pool else { return };
         let pool = pool.clone();
         tokio::spawn(async move {
             loop {

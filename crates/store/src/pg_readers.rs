@@ -1,0 +1,241 @@
+//! PostgreSQL connections for reads, handed out and taken back without a round trip.
+//!
+//! sqlx's pool pings a connection (a `Sync` message and its `ReadyForQuery` answer) each time it
+//! takes one back, and by default each time it hands one out: two extra round trips, with a
+//! wake-up of the PostgreSQL backend each, for a search that is itself one round trip. Reads
+//! (every [`crate::db::Pool::read_conn`] user; SQLite opens those connections read-only) come
+//! from this pool instead, which knows when a connection is clean: each operation marks its
+//! connection busy while it runs ([`BusyGuard`]), so a connection whose operation failed
+//! or was abandoned mid-way (the request was cancelled) is closed, never handed out again with
+//! an unread answer in its buffer. A connection idle for longer than [`VALIDATE_AFTER_IDLE`] is
+//! pinged before use, as HikariCP does, so one that PostgreSQL closed meanwhile (a restart, an
+//! idle timeout) is replaced rather than failing a request. Write transactions stay on sqlx's
+//! pool: they are fewer, and `sqlx::Transaction` needs its connections.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::StoreError;
+
+/// A connection idle longer than this is pinged before it is handed out.
+pub(crate) const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+pub struct PgReaders {
+    options: PgConnectOptions,
+    idle: Mutex<Vec<Idle>>,
+    permits: Arc<Semaphore>,
+    acquire_timeout: Duration,
+    /// [`VALIDATE_AFTER_IDLE`] but in tests.
+    validate_after_idle: Duration,
+}
+
+struct Idle {
+    conn: PgConnection,
+    since: Instant,
+}
+
+impl PgReaders {
+    pub(crate) fn new(options: PgConnectOptions, max_connections: u32, acquire_timeout: Duration) -> PgReaders {
+        PgReaders {
+            options,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
+            acquire_timeout,
+            validate_after_idle: VALIDATE_AFTER_IDLE,
+        }
+    }
+
+    /// A connection: an idle one (the most recently used, whose backend is likeliest still in
+    /// the CPU's caches), validated if it sat idle a while, or a new one.
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<PgReader, StoreError> {
+        let permit = tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?
+            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+        while let Some(Idle { mut conn, since }) = self.pop_idle() {
+            if since.elapsed() < self.validate_after_idle || conn.ping().await.is_ok() {
+                return Ok(self.lease(conn, permit));
+            }
+            tracing::debug!("a pooled PostgreSQL connection failed its check; opening another");
+        }
+        let conn = PgConnection::connect_with(&self.options).await?;
+        Ok(self.lease(conn, permit))
+    }
+
+    fn pop_idle(&self) -> Option<Idle> {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop()
+    }
+
+    fn lease(self: &Arc<Self>, conn: PgConnection, permit: OwnedSemaphorePermit) -> PgReader {
+        PgReader { conn: Some(conn), busy: AtomicBool::new(false), home: Arc::clone(self), _permit: permit }
+    }
+
+    /// Close every idle connection (the pool itself stays usable).
+    pub(crate) fn close(&self) {
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    }
+}
+
+/// One leased read connection; back to its pool when dropped, unless an operation on it did not
+/// finish.
+pub struct PgReader {
+    conn: Option<PgConnection>,
+    busy: AtomicBool,
+    home: Arc<PgReaders>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PgReader {
+    /// The connection, and the flag its operations mark it busy with.
+    pub(crate) fn parts(&mut self) -> (&mut PgConnection, &AtomicBool) {
+        match self.conn.as_mut() {
+            Some(conn) => (conn, &self.busy),
+            // Only `drop` takes the connection out.
+            None => unreachable!("a PgReader's connection is taken only when it is dropped"),
+        }
+    }
+}
+
+impl Drop for PgReader {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.busy.load(Ordering::Relaxed) {
+            // Dropping closes the socket; PostgreSQL ends that backend.
+            tracing::debug!("a PostgreSQL read was abandoned or failed mid-way; its connection is closed");
+            return;
+        }
+        self.home
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Idle { conn, since: Instant::now() });
+    }
+}
+
+/// Marks a reader busy for the life of one operation; [`BusyGuard::done`] clears the mark once
+/// the operation has read its whole answer.
+pub struct BusyGuard<'a>(Option<&'a AtomicBool>);
+
+impl<'a> BusyGuard<'a> {
+    pub(crate) fn start(flag: Option<&'a AtomicBool>) -> BusyGuard<'a> {
+        if let Some(flag) = flag {
+            flag.store(true, Ordering::Relaxed);
+        }
+        BusyGuard(flag)
+    }
+
+    pub(crate) fn done(self) {
+        if let Some(flag) = self.0 {
+            flag.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+    use crate::db::{Col, Lease, RowExt, Sql};
+
+    const URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    /// A reader pool on the local server's `postgres` database, or `None` (the test skips) when
+    /// none answers and `PORTICO_REQUIRE_POSTGRES` is not set.
+    async fn readers(max: u32, validate_after_idle: Duration) -> Option<Arc<PgReaders>> {
+        let options = PgConnectOptions::from_str(URL).expect("url");
+        if let Err(e) = PgConnection::connect_with(&options).await {
+            let required = std::env::var("PORTICO_REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v == "true");
+            assert!(!required, "PostgreSQL required but unreachable: {e}");
+            eprintln!("SKIP: PostgreSQL not reachable on 127.0.0.1:5432 ({e}); set PORTICO_REQUIRE_POSTGRES=1 to fail instead");
+            return None;
+        }
+        let mut pool = PgReaders::new(options, max, Duration::from_secs(5));
+        pool.validate_after_idle = validate_after_idle;
+        Some(Arc::new(pool))
+    }
+
+    async fn query_int(pool: &Arc<PgReaders>, text: &str) -> i64 {
+        let mut lease = Lease::Postgres(pool.acquire().await.expect("acquire"));
+        let mut sql = Sql::new(crate::db::Dialect::Postgres);
+        sql.push(text);
+        let rows = lease.conn().fetch(&sql, &[Col::Int]).await.expect("query");
+        rows[0].int(0)
+    }
+
+    #[tokio::test]
+    async fn a_clean_connection_is_handed_out_again() {
+        let Some(pool) = readers(1, VALIDATE_AFTER_IDLE).await else { return };
+        let first = query_int(&pool, "SELECT pg_backend_pid()::bigint").await;
+        let second = query_int(&pool, "SELECT pg_backend_pid()::bigint").await;
+        assert_eq!(first, second, "one connection, reused");
+    }
+
+    #[tokio::test]
+    async fn a_read_abandoned_mid_way_closes_its_connection() {
+        let Some(pool) = readers(1, VALIDATE_AFTER_IDLE).await else { return };
+        let before = query_int(&pool, "SELECT pg_backend_pid()::bigint").await;
+        // The answer to this one arrives after its future is gone: a connection handed out
+        // again with it unread would answer the next query with it.
+        let abandoned = async {
+            let mut lease = Lease::Postgres(pool.acquire().await.expect("acquire"));
+            let mut sql = Sql::new(crate::db::Dialect::Postgres);
+            sql.push("SELECT 7::bigint FROM pg_sleep(0.3)");
+            lease.conn().fetch(&sql, &[Col::Int]).await
+        };
+        assert!(tokio::time::timeout(Duration::from_millis(50), abandoned).await.is_err());
+        assert_eq!(query_int(&pool, "SELECT 42::bigint").await, 42);
+        let after = query_int(&pool, "SELECT pg_backend_pid()::bigint").await;
+        assert_ne!(before, after, "the abandoned connection was not reused");
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_closes_its_connection() {
+        let Some(pool) = readers(1, VALIDATE_AFTER_IDLE).await else { return };
+        let before = query_int(&pool, "SELECT pg_backend_pid()::bigint").await;
+        {
+            let mut lease = Lease::Postgres(pool.acquire().await.expect("acquire"));
+            let mut sql = Sql::new(crate::db::Dialect::Postgres);
+            sql.push("SELECT no_such_column FROM pg_class");
+            assert!(lease.conn().fetch(&sql, &[Col::Int]).await.is_err());
+        }
+        assert_eq!(query_int(&pool, "SELECT 5::bigint").await, 5);
+        assert_ne!(before, query_int(&pool, "SELECT pg_backend_pid()::bigint").await);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_server_closed_is_replaced() {
+        // Every idle connection is checked before use here (the threshold is zero).
+        let Some(pool) = readers(1, Duration::ZERO).await else { return };
+        let victim = query_int(&pool, "SELECT pg_backend_pid()::bigint").await;
+        let mut admin = PgConnection::connect(URL).await.expect("admin connection");
+        let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1::int)")
+            .bind(victim)
+            .fetch_one(&mut admin)
+            .await
+            .expect("terminate");
+        assert!(killed);
+        // The check fails on the dead connection and a new one answers.
+        assert_eq!(query_int(&pool, "SELECT 9::bigint").await, 9);
+        assert_ne!(victim, query_int(&pool, "SELECT pg_backend_pid()::bigint").await);
+    }
+
+    #[tokio::test]
+    async fn callers_beyond_the_limit_wait_for_a_connection() {
+        let Some(pool) = readers(1, VALIDATE_AFTER_IDLE).await else { return };
+        let held = pool.acquire().await.expect("acquire");
+        let waiting = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { query_int(&pool, "SELECT 3::bigint").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(held);
+        assert_eq!(waiting.await.expect("join"), 3);
+    }
+}
