@@ -309,7 +309,7 @@ impl Pool {
                 write.close().await;
             }
             Pool::Postgres { pool, readers } => {
-                readers.close();
+                readers.close().await;
                 pool.close().await
             }
         }

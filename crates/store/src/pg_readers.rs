@@ -75,9 +75,14 @@ impl PgReaders {
         PgReader { conn: Some(conn), busy: AtomicBool::new(false), home: Arc::clone(self), _permit: permit }
     }
 
-    /// Close every idle connection (the pool itself stays usable).
-    pub(crate) fn close(&self) {
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    /// Close the pool: later acquires fail (as sqlx's pool does once closed), idle connections
+    /// are closed politely, and leased ones when they come back.
+    pub(crate) async fn close(&self) {
+        self.permits.close();
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        for Idle { conn, .. } in idle {
+            let _ = conn.close().await;
+        }
     }
 }
 
@@ -107,6 +112,9 @@ impl Drop for PgReader {
         if self.busy.load(Ordering::Relaxed) {
             // Dropping closes the socket; PostgreSQL ends that backend.
             tracing::debug!("a PostgreSQL read was abandoned or failed mid-way; its connection is closed");
+            return;
+        }
+        if self.home.permits.is_closed() {
             return;
         }
         self.home
@@ -223,6 +231,17 @@ mod tests {
         // The check fails on the dead connection and a new one answers.
         assert_eq!(query_int(&pool, "SELECT 9::bigint").await, 9);
         assert_ne!(victim, query_int(&pool, "SELECT pg_backend_pid()::bigint").await);
+    }
+
+    #[tokio::test]
+    async fn a_closed_pool_hands_out_nothing() {
+        let Some(pool) = readers(2, VALIDATE_AFTER_IDLE).await else { return };
+        let leased = pool.acquire().await.expect("acquire");
+        assert_eq!(query_int(&pool, "SELECT 1::bigint").await, 1);
+        pool.close().await;
+        assert!(matches!(pool.acquire().await, Err(StoreError::Database(sqlx::Error::PoolClosed))));
+        drop(leased);
+        assert!(pool.pop_idle().is_none(), "a connection leased before the close is not kept");
     }
 
     #[tokio::test]
