@@ -25,12 +25,13 @@ use crate::StoreError;
 /// A connection idle longer than this is pinged before it is handed out.
 pub(crate) const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(1);
 
+/// The read pool (see the module's documentation).
 pub struct PgReaders {
     options: PgConnectOptions,
     idle: Mutex<Vec<Idle>>,
     permits: Arc<Semaphore>,
     acquire_timeout: Duration,
-    /// [`VALIDATE_AFTER_IDLE`] but in tests.
+    /// [`VALIDATE_AFTER_IDLE`], or another threshold in tests.
     validate_after_idle: Duration,
 }
 
@@ -51,12 +52,17 @@ impl PgReaders {
     }
 
     /// A connection: an idle one (the most recently used, whose backend is likeliest still in
-    /// the CPU's caches), validated if it sat idle a while, or a new one.
+    /// the CPU's caches), validated if it sat idle a while, or a new one. Waiting for a permit,
+    /// checks and connecting together take at most the acquire timeout.
     pub(crate) async fn acquire(self: &Arc<Self>) -> Result<PgReader, StoreError> {
-        let permit = tokio::time::timeout(self.acquire_timeout, self.permits.clone().acquire_owned())
+        tokio::time::timeout(self.acquire_timeout, self.acquire_within())
             .await
             .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?
-            .map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
+    }
+
+    async fn acquire_within(self: &Arc<Self>) -> Result<PgReader, StoreError> {
+        let permit =
+            self.permits.clone().acquire_owned().await.map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
         while let Some(Idle { mut conn, since }) = self.pop_idle() {
             if since.elapsed() < self.validate_after_idle || conn.ping().await.is_ok() {
                 return Ok(self.lease(conn, permit));
