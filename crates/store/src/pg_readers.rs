@@ -174,12 +174,16 @@ mod tests {
         Some(Arc::new(pool))
     }
 
-    async fn query_int(pool: &Arc<PgReaders>, text: &str) -> i64 {
+    /// One statement on a leased connection, returned with it when done (or abandoned).
+    async fn fetch(pool: &Arc<PgReaders>, text: &str) -> Result<crate::db::Rows, StoreError> {
         let mut lease = Lease::Postgres(pool.acquire().await.expect("acquire"));
         let mut sql = Sql::new(crate::db::Dialect::Postgres);
         sql.push(text);
-        let rows = lease.conn().fetch(&sql, &[Col::Int]).await.expect("query");
-        rows[0].int(0)
+        lease.conn().fetch(&sql, &[Col::Int]).await
+    }
+
+    async fn query_int(pool: &Arc<PgReaders>, text: &str) -> i64 {
+        fetch(pool, text).await.expect("query")[0].int(0)
     }
 
     #[tokio::test]
@@ -196,12 +200,7 @@ mod tests {
         let before = query_int(&pool, "SELECT pg_backend_pid()::bigint").await;
         // The answer to this one arrives after its future is gone: a connection handed out
         // again with it unread would answer the next query with it.
-        let abandoned = async {
-            let mut lease = Lease::Postgres(pool.acquire().await.expect("acquire"));
-            let mut sql = Sql::new(crate::db::Dialect::Postgres);
-            sql.push("SELECT 7::bigint FROM pg_sleep(0.3)");
-            lease.conn().fetch(&sql, &[Col::Int]).await
-        };
+        let abandoned = fetch(&pool, "SELECT 7::bigint FROM pg_sleep(0.3)");
         assert!(tokio::time::timeout(Duration::from_millis(50), abandoned).await.is_err());
         assert_eq!(query_int(&pool, "SELECT 42::bigint").await, 42);
         let after = query_int(&pool, "SELECT pg_backend_pid()::bigint").await;
@@ -212,12 +211,7 @@ mod tests {
     async fn a_failed_read_closes_its_connection() {
         let Some(pool) = readers(1, VALIDATE_AFTER_IDLE).await else { return };
         let before = query_int(&pool, "SELECT pg_backend_pid()::bigint").await;
-        {
-            let mut lease = Lease::Postgres(pool.acquire().await.expect("acquire"));
-            let mut sql = Sql::new(crate::db::Dialect::Postgres);
-            sql.push("SELECT no_such_column FROM pg_class");
-            assert!(lease.conn().fetch(&sql, &[Col::Int]).await.is_err());
-        }
+        assert!(fetch(&pool, "SELECT no_such_column FROM pg_class").await.is_err());
         assert_eq!(query_int(&pool, "SELECT 5::bigint").await, 5);
         assert_ne!(before, query_int(&pool, "SELECT pg_backend_pid()::bigint").await);
     }
