@@ -9,6 +9,7 @@
 //! next file and writes no line twice. Memory stays flat: one page and one upload buffer.
 
 mod access;
+mod associated;
 mod manifest;
 mod objects;
 pub mod request;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-pub use request::{ExportRequest, Level};
+pub use request::{Associated, ExportRequest, Level};
 pub use run::{Download, Exporter, JobId, Status};
 
 /// The jobs table's `kind` for exports.

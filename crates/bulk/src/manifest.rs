@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::request::Level;
+use crate::request::{Associated, Level};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -25,6 +25,9 @@ pub struct JobSpec {
     /// The patients of a Group (resolved at kick-off) or of the `patient` parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patients: Option<Vec<String>>,
+    /// `includeAssociatedData`, when it was asked for and the caller may read Provenance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub associated: Option<Associated>,
     /// The kick-off token's scopes.
     pub scopes: String,
     /// Notes for the `error` file (parameters ignored under lenient handling).
@@ -39,6 +42,8 @@ pub enum Stage {
     #[default]
     Resources,
     Deleted,
+    /// The Provenance of `includeAssociatedData`, after every type.
+    Associated,
 }
 
 /// One finished file.
@@ -69,13 +74,18 @@ pub struct Checkpoint {
     /// Types skipped while running (no longer authorized), for the `error` file.
     pub notes: Vec<String>,
     pub exported: i64,
+    /// The associated Provenance (if asked for) are written too.
+    #[serde(default)]
+    pub associated_done: bool,
 }
 
 impl Checkpoint {
     pub fn progress(&self) -> String {
         let total = self.types.as_ref().map_or(0, Vec::len);
         let current = self.types.as_ref().and_then(|t| t.get(self.type_index)).map_or("", String::as_str);
-        if current.is_empty() {
+        if self.stage == Stage::Associated {
+            format!("{} resources exported; associated Provenance", self.exported)
+        } else if current.is_empty() {
             format!("{} resources exported; finishing", self.exported)
         } else {
             format!(
@@ -150,6 +160,7 @@ mod tests {
             since_ms: Some(0),
             elements: None,
             patients: None,
+            associated: None,
             scopes: "system/*.rs".into(),
             notes: vec![],
         };

@@ -31,14 +31,38 @@ pub struct ExportRequest {
     pub elements: Option<Vec<String>>,
     /// `patient` (POST): the patients to export, by id.
     pub patients: Option<Vec<String>>,
+    /// `includeAssociatedData`: which Provenance to add for the exported resources.
+    pub associated: Option<Associated>,
     /// Parameters ignored under `Prefer: handling=lenient`, reported in the manifest's `error`.
     pub ignored: Vec<String>,
+}
+
+/// The `includeAssociatedData` values Portico offers (Bulk Data 2.0's code system
+/// `include-associated-data`). Both add the Provenance whose `target` names an exported
+/// (non-Provenance) resource; they differ in how many per resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Associated {
+    /// `LatestProvenanceResources`: each exported resource's most recent Provenance (by
+    /// `recorded`).
+    LatestProvenanceResources,
+    /// `RelevantProvenanceResources`: every Provenance of each exported resource.
+    RelevantProvenanceResources,
+}
+
+impl Associated {
+    fn from_code(code: &str) -> Option<Associated> {
+        match code {
+            "LatestProvenanceResources" => Some(Associated::LatestProvenanceResources),
+            "RelevantProvenanceResources" => Some(Associated::RelevantProvenanceResources),
+            _ => None,
+        }
+    }
 }
 
 const NDJSON_FORMATS: &[&str] = &["application/fhir+ndjson", "application/ndjson", "ndjson"];
 
 /// Parameters the spec defines that Portico does not offer.
-const UNSUPPORTED: &[&str] = &["includeAssociatedData", "organizeOutputBy", "allowPartialManifests", "_until"];
+const UNSUPPORTED: &[&str] = &["organizeOutputBy", "allowPartialManifests", "_until"];
 
 /// `Prefer: handling=lenient` (anything else, or nothing, is strict).
 pub fn handling(prefer: Option<&str>) -> Handling {
@@ -167,6 +191,23 @@ impl ExportRequest {
             "patient" => {
                 return Err(BulkError::BadRequest("'patient' is given in a POST kick-off's Parameters".into()));
             }
+            "includeAssociatedData" => {
+                for code in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                    match (Associated::from_code(code), handling) {
+                        // Every Provenance of a resource includes its latest one.
+                        (Some(wanted), _) => self.associated = self.associated.max(Some(wanted)),
+                        (None, Handling::Strict) => {
+                            return Err(BulkError::BadRequest(format!(
+                                "includeAssociatedData '{code}' is not supported (LatestProvenanceResources and \
+                                 RelevantProvenanceResources are; send Prefer: handling=lenient to have it ignored)"
+                            )))
+                        }
+                        (None, Handling::Lenient) => self
+                            .ignored
+                            .push(format!("includeAssociatedData '{code}' is not supported; it was ignored")),
+                    }
+                }
+            }
             _ => {
                 let what = if UNSUPPORTED.contains(&name) { "is not supported" } else { "is not an export parameter" };
                 match handling {
@@ -247,9 +288,27 @@ mod tests {
     }
 
     #[test]
+    fn associated_data_takes_the_provenance_codes() {
+        let registry = fhir::Registry::r4();
+        let read = |value: &str, handling| {
+            ExportRequest::from_pairs(registry, &Level::System, &pairs(&[("includeAssociatedData", value)]), handling)
+        };
+        assert_eq!(
+            read("LatestProvenanceResources", Handling::Strict).unwrap().associated,
+            Some(Associated::LatestProvenanceResources)
+        );
+        let both = read("LatestProvenanceResources,RelevantProvenanceResources", Handling::Strict).unwrap();
+        assert_eq!(both.associated, Some(Associated::RelevantProvenanceResources));
+        assert!(matches!(read("_customThing", Handling::Strict), Err(BulkError::BadRequest(_))));
+        let lenient = read("_customThing,LatestProvenanceResources", Handling::Lenient).unwrap();
+        assert_eq!(lenient.associated, Some(Associated::LatestProvenanceResources));
+        assert_eq!(lenient.ignored.len(), 1);
+    }
+
+    #[test]
     fn unsupported_parameters_are_refused_unless_lenient() {
         let registry = fhir::Registry::r4();
-        let p = pairs(&[("includeAssociatedData", "LatestProvenanceResources")]);
+        let p = pairs(&[("organizeOutputBy", "Patient")]);
         assert!(matches!(
             ExportRequest::from_pairs(registry, &Level::Patient, &p, Handling::Strict),
             Err(BulkError::BadRequest(_))

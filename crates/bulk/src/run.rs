@@ -17,6 +17,7 @@ use store::{ExportRow, ExportSlice, JobRecord, JobStatus, NewJob, ReadOutcome, R
 use tokio::io::AsyncWriteExt;
 
 use crate::access::{job_access, type_restriction};
+use crate::associated::{Association, PROVENANCE};
 use crate::manifest::{self, Checkpoint, JobSpec, OutputFile, Stage, ERROR_FILE};
 use crate::objects;
 use crate::request::{parse_type_filter, ExportRequest, Level};
@@ -191,6 +192,26 @@ impl Exporter {
             }
             *list = kept;
         }
+        let mut associated = request.associated;
+        if associated.is_some() {
+            if let Err(r) = access.restriction(PROVENANCE, Interaction::Search) {
+                let why = match r {
+                    Refusal::Scope(why) => why,
+                    Refusal::Hidden => "Provenance is not visible to this client".to_owned(),
+                };
+                match handling {
+                    Handling::Strict => {
+                        return Err(BulkError::Forbidden(format!(
+                            "includeAssociatedData adds Provenance: {why} (Prefer: handling=lenient skips it)"
+                        )))
+                    }
+                    Handling::Lenient => {
+                        notes.push(format!("includeAssociatedData skipped: {why}"));
+                        associated = None;
+                    }
+                }
+            }
+        }
         let patients = match &level {
             Level::Group(id) => Some(self.group_members(access, id).await?),
             _ => request.patients.clone(),
@@ -204,6 +225,7 @@ impl Exporter {
             since_ms: request.since_ms,
             elements: request.elements.clone(),
             patients,
+            associated,
             scopes: access.scopes.to_string(),
             notes,
         };
@@ -409,6 +431,21 @@ impl Exporter {
                 }
             }
         }
+        if let (Some(mode), false) = (spec.associated, cp.associated_done) {
+            let association = Association {
+                deps: self.deps(),
+                access: &access,
+                mode,
+                patients: patients.as_ref(),
+                filters: &filters,
+                exported: &types,
+                since_ms: spec.since_ms,
+                in_a_compartment: spec.level != Level::System,
+            };
+            if !run.export_associated(&mut cp, &association).await? {
+                return Ok(()); // no longer ours
+            }
+        }
         let notes: Vec<&String> = spec.notes.iter().chain(&cp.notes).collect();
         if !notes.is_empty() {
             let mut text = String::new();
@@ -521,14 +558,15 @@ impl Run<'_> {
         let page = self.config().page_size.max(1);
         loop {
             let stage = cp.stage;
+            // (The associated stage comes after every type, never here.)
             let name = match stage {
-                Stage::Resources => format!("{t}-{}.ndjson", cp.part),
+                Stage::Resources | Stage::Associated => format!("{t}-{}.ndjson", cp.part),
                 Stage::Deleted => format!("{t}-deleted-{}.ndjson", cp.part),
             };
             let path = objects::path(self.job, &name);
             let mut writer = BufWriter::new(self.exporter.inner.objects.clone(), path.clone());
             let written = match stage {
-                Stage::Resources => {
+                Stage::Resources | Stage::Associated => {
                     self.write_resources(&mut writer, t, restriction, keep.as_deref(), cp, per_file, page).await?
                 }
                 Stage::Deleted => self.write_deleted(&mut writer, t, cp, per_file, page).await?,
@@ -537,19 +575,7 @@ impl Run<'_> {
                 let _ = writer.abort().await;
                 return Ok(false);
             };
-            if count > 0 {
-                writer.shutdown().await?;
-                let file = OutputFile { resource_type: t.to_owned(), name: name.clone(), count };
-                match stage {
-                    Stage::Resources => {
-                        cp.output.push(file);
-                        cp.exported += count;
-                    }
-                    Stage::Deleted => cp.deleted.push(file),
-                }
-            } else {
-                let _ = writer.abort().await;
-            }
+            self.close_file(cp, writer, OutputFile { resource_type: t.to_owned(), name, count }, stage).await?;
             let type_done = exhausted && (stage == Stage::Deleted || !deleted_allowed);
             if type_done {
                 cp.type_index += 1;
@@ -564,29 +590,122 @@ impl Run<'_> {
                 cp.after_rkey = after;
                 cp.part += 1;
             }
-            let text = serde_json::to_string(&*cp)?;
-            let held = self
-                .exporter
-                .deps()
-                .store
-                .checkpoint_job(
-                    self.job,
-                    &self.exporter.inner.instance,
-                    self.config().lease_ms,
-                    Some(&text),
-                    &cp.progress(),
-                )
-                .await?;
-            self.renewed = Instant::now();
-            if !held {
-                // The file just written belongs to no job any more.
-                let _ = self.exporter.inner.objects.delete(&path).await;
+            if !self.save(cp, &path).await? {
                 return Ok(false);
             }
             if type_done {
                 return Ok(true);
             }
         }
+    }
+
+    /// Finish the file just written: uploaded and listed when it has lines, dropped when not.
+    async fn close_file(
+        &mut self,
+        cp: &mut Checkpoint,
+        mut writer: BufWriter,
+        file: OutputFile,
+        stage: Stage,
+    ) -> Result<()> {
+        if file.count == 0 {
+            let _ = writer.abort().await;
+            return Ok(());
+        }
+        writer.shutdown().await?;
+        match stage {
+            Stage::Resources | Stage::Associated => {
+                cp.exported += file.count;
+                cp.output.push(file);
+            }
+            Stage::Deleted => cp.deleted.push(file),
+        }
+        Ok(())
+    }
+
+    /// Store the checkpoint after a file. False: the job is no longer this worker's, and the
+    /// file just written (at `path`) belongs to no job any more.
+    async fn save(&mut self, cp: &Checkpoint, path: &object_store::path::Path) -> Result<bool> {
+        let text = serde_json::to_string(cp)?;
+        let held = self
+            .exporter
+            .deps()
+            .store
+            .checkpoint_job(
+                self.job,
+                &self.exporter.inner.instance,
+                self.config().lease_ms,
+                Some(&text),
+                &cp.progress(),
+            )
+            .await?;
+        self.renewed = Instant::now();
+        if !held {
+            let _ = self.exporter.inner.objects.delete(path).await;
+        }
+        Ok(held)
+    }
+
+    /// Write the Provenance of `includeAssociatedData`, a file at a time from the checkpoint
+    /// on. False as for [`Run::export_type`].
+    async fn export_associated(&mut self, cp: &mut Checkpoint, association: &Association<'_>) -> Result<bool> {
+        if cp.stage != Stage::Associated {
+            (cp.stage, cp.after_rkey, cp.part) = (Stage::Associated, 0, 0);
+        }
+        let scan = match association.scan_restriction() {
+            Ok(scan) => scan,
+            Err(why) => {
+                cp.notes.push(format!("associated Provenance was not exported: {why}"));
+                cp.associated_done = true;
+                return Ok(true);
+            }
+        };
+        let keep = elements_for(self.spec.elements.as_deref(), PROVENANCE);
+        let per_file = self.config().resources_per_file.max(1);
+        let page = self.config().page_size.max(1);
+        while !cp.associated_done {
+            let name = format!("{PROVENANCE}-associated-{}.ndjson", cp.part);
+            let path = objects::path(self.job, &name);
+            let mut writer = BufWriter::new(self.exporter.inner.objects.clone(), path.clone());
+            let (mut count, mut after) = (0i64, cp.after_rkey);
+            let exhausted = loop {
+                // Never more rows scanned than the file may still take, so a file keeps to
+                // `resources_per_file` lines.
+                let limit = page.min(per_file - count);
+                let slice = ExportSlice {
+                    resource_type: PROVENANCE,
+                    since_ms: None,
+                    in_a_compartment: false,
+                    after_rkey: after,
+                    limit,
+                };
+                let rows = self.exporter.deps().store.export_page(&slice, &scan).await?;
+                for row in association.select(&rows).await? {
+                    writer.write_all(line(&row.body, keep.as_deref()).as_bytes()).await?;
+                    writer.write_all(b"\n").await?;
+                    count += 1;
+                }
+                after = rows.last().map_or(after, |r| r.rkey);
+                if !self.renew_if_due(cp, count).await? {
+                    let _ = writer.abort().await;
+                    return Ok(false);
+                }
+                if (rows.len() as i64) < limit {
+                    break true;
+                }
+                if count >= per_file {
+                    break false;
+                }
+            };
+            let file = OutputFile { resource_type: PROVENANCE.to_owned(), name, count };
+            self.close_file(cp, writer, file, Stage::Associated).await?;
+            cp.after_rkey = after;
+            cp.part += 1;
+            cp.associated_done = exhausted;
+            if !self.save(cp, &path).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Write up to `per_file` resources after the checkpoint into `writer`, or `None` when the

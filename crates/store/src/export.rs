@@ -45,24 +45,7 @@ impl Store {
         slice: &ExportSlice<'_>,
         restriction: &Restriction,
     ) -> Result<Vec<ExportRow>, StoreError> {
-        if !restriction.type_visible(self.registry, slice.resource_type) {
-            return Ok(Vec::new());
-        }
-        let mut sql = Sql::new(self.dialect());
-        sql.push(
-            "SELECT r.rkey, r.id, h.body FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.rtype = ",
-        )
-        .bind(slice.resource_type)
-        .push(" AND r.deleted = 0 AND r.rkey > ")
-        .bind(slice.after_rkey);
-        if let Some(since) = slice.since_ms {
-            sql.push(" AND r.lu_ms >= ").bind(since);
-        }
-        if slice.in_a_compartment && restriction.patients.is_none() {
-            sql.push(" AND EXISTS (SELECT 1 FROM compartment c WHERE c.rkey = r.rkey)");
-        }
-        restriction.push(self, &mut sql, slice.resource_type, epoch_ms(self.clock.now()), false);
-        sql.push(" ORDER BY r.rkey LIMIT ").bind(slice.limit.max(1));
+        let Some(sql) = self.export_sql(slice, restriction, true) else { return Ok(Vec::new()) };
         let mut lease = self.pool.read_conn().await?;
         let rows = lease.conn().fetch(&sql, &[Col::Int, Col::Text, Col::Text]).await?;
         Ok(rows
@@ -73,6 +56,44 @@ impl Store {
                 body: row.take_text(2).unwrap_or_default(),
             })
             .collect())
+    }
+
+    /// The ids [`Store::export_page`] would return for the same slice, without the bodies (to
+    /// tell whether given resources are part of an export: the restriction carries an `_id`
+    /// filter).
+    pub async fn export_ids(
+        &self,
+        slice: &ExportSlice<'_>,
+        restriction: &Restriction,
+    ) -> Result<Vec<String>, StoreError> {
+        let Some(sql) = self.export_sql(slice, restriction, false) else { return Ok(Vec::new()) };
+        let mut lease = self.pool.read_conn().await?;
+        let rows = lease.conn().fetch(&sql, &[Col::Text]).await?;
+        Ok(rows.into_iter().filter_map(|mut row| row.take_text(0)).collect())
+    }
+
+    /// One export page's statement: rkey, id and body (`with_body`), or the id alone; `None` when
+    /// the restriction hides the whole type.
+    fn export_sql(&self, slice: &ExportSlice<'_>, restriction: &Restriction, with_body: bool) -> Option<Sql> {
+        if !restriction.type_visible(self.registry, slice.resource_type) {
+            return None;
+        }
+        let mut sql = Sql::new(self.dialect());
+        sql.push(if with_body {
+            "SELECT r.rkey, r.id, h.body FROM resources r JOIN resource_history h ON h.hid = r.hid WHERE r.rtype = "
+        } else {
+            "SELECT r.id FROM resources r WHERE r.rtype = "
+        });
+        sql.bind(slice.resource_type).push(" AND r.deleted = 0 AND r.rkey > ").bind(slice.after_rkey);
+        if let Some(since) = slice.since_ms {
+            sql.push(" AND r.lu_ms >= ").bind(since);
+        }
+        if slice.in_a_compartment && restriction.patients.is_none() {
+            sql.push(" AND EXISTS (SELECT 1 FROM compartment c WHERE c.rkey = r.rkey)");
+        }
+        restriction.push(self, &mut sql, slice.resource_type, epoch_ms(self.clock.now()), false);
+        sql.push(" ORDER BY r.rkey LIMIT ").bind(slice.limit.max(1));
+        Some(sql)
     }
 
     /// Resources of `slice.resource_type` deleted at or after `slice.since_ms`, by rkey, without

@@ -281,7 +281,7 @@ async fn exports_hold_what_searches_find(backend: Backend) {
         ("/$export?_since=yesterday", "respond-async", 400),
         ("/$export?_type=Nonsense", "respond-async", 400),
         ("/$export?_typeFilter=Observation%3F_sort%3Ddate", "respond-async", 400),
-        ("/Patient/$export?includeAssociatedData=LatestProvenanceResources", "respond-async", 400),
+        ("/Patient/$export?includeAssociatedData=_custom", "respond-async", 400),
         ("/Patient/$export?_type=Practitioner", "respond-async", 403),
     ] {
         let (status, _, body) = kick_off(&server, &svc, path, prefer).await;
@@ -396,4 +396,176 @@ async fn export_with(server: &TestServer, token: &str, path: &str, prefer: &str)
 
 fn urlencode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+both_backends!(associated_provenance_follows_the_exported_resources);
+
+/// `includeAssociatedData`: the Provenance naming an exported resource in `target` is added —
+/// every one (`RelevantProvenanceResources`) or each resource's most recent by `recorded`
+/// (`LatestProvenanceResources`) — under the same view as the resources themselves, and none twice.
+async fn associated_provenance_follows_the_exported_resources(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = bulk_server(backend, &dir).await else { return };
+    apps(&server).await;
+    let demo = Demo::load(&server).await;
+    let member = demo.data.accounts.member_patient_id.clone();
+    let other = demo.data.resources().find(|r| r["resourceType"] == "Patient" && r["id"] != member.as_str()).unwrap()
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let obs = |id: &str, category: &str, patient: &str| {
+        json!({"resourceType": "Observation", "id": id, "status": "final",
+            "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                      "code": category}]}],
+            "code": {"text": id}, "subject": {"reference": format!("Patient/{patient}")}})
+    };
+    let prov = |id: &str, recorded: &str, targets: &[String]| {
+        json!({"resourceType": "Provenance", "id": id, "recorded": recorded,
+            "target": targets.iter().map(|t| json!({"reference": t})).collect::<Vec<_>>(),
+            "agent": [{"who": {"display": "test"}}]})
+    };
+    // A behavioral-health record (labels already present are kept).
+    let mut psy_obs = obs("psy-1", "survey", &member);
+    psy_obs["meta"] =
+        json!({"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}]});
+    let psy = "Observation/psy-1".to_owned();
+    let (me, them) = (format!("Patient/{member}"), format!("Patient/{other}"));
+    server
+        .seed(vec![
+            obs("lab-1", "laboratory", &member),
+            obs("vital-1", "vital-signs", &member),
+            obs("lab-2", "laboratory", &other),
+            psy_obs,
+            json!({"resourceType": "Condition", "id": "cond-1", "subject": {"reference": me},
+                   "code": {"text": "c"}}),
+            prov("p-old", "2024-01-01T00:00:00Z", &[me.clone(), "Observation/lab-1".into(), "Condition/cond-1".into()]),
+            prov("p-new", "2024-06-01T00:00:00Z", &[me.clone(), "Observation/lab-1".into()]),
+            prov("p-vital", "2024-02-01T00:00:00Z", &[me.clone(), format!("{}/Observation/vital-1", server.base)]),
+            prov("p-them", "2024-03-01T00:00:00Z", &[them.clone(), "Observation/lab-2/_history/1".into()]),
+            prov("p-psy", "2024-04-01T00:00:00Z", &[me.clone(), psy.clone()]),
+            prov(
+                "p-nothing",
+                "2025-01-01T00:00:00Z",
+                &["Observation/no-such".into(), "https://elsewhere/Observation/lab-1".into()],
+            ),
+        ])
+        .await;
+    let svc = token(&server, None, "system/*.rs", None, &[]).await;
+    let provenance = |out: &BTreeMap<String, Vec<Value>>| -> Vec<String> {
+        let mut ids: Vec<String> = out
+            .get("Provenance")
+            .map(|rows| rows.iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let export_out = |path: String, token: String| {
+        let server = &server;
+        async move {
+            let m = export(server, &token, &path).await;
+            (lines(server, &token, &m, "output").await, m)
+        }
+    };
+
+    // Every Provenance of an exported resource; not one naming nothing exported.
+    let (out, m) =
+        export_out("/$export?_type=Observation&includeAssociatedData=RelevantProvenanceResources".into(), svc.clone())
+            .await;
+    assert_eq!(provenance(&out), vec!["p-new", "p-old", "p-psy", "p-them", "p-vital"]);
+    assert!(m["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["url"].as_str().unwrap().contains("Provenance-associated")));
+    // The latest per resource: p-old is lab-1's older one, and the Condition is not exported.
+    let (out, _) =
+        export_out("/$export?_type=Observation&includeAssociatedData=LatestProvenanceResources".into(), svc.clone())
+            .await;
+    assert_eq!(provenance(&out), vec!["p-new", "p-psy", "p-them", "p-vital"]);
+    // With the Condition exported, p-old is its latest.
+    let (out, _) = export_out(
+        "/$export?_type=Observation,Condition&includeAssociatedData=LatestProvenanceResources".into(),
+        svc.clone(),
+    )
+    .await;
+    assert!(provenance(&out).contains(&"p-old".to_owned()));
+    // _typeFilter narrows the resources, and with them their Provenance; the Patient level too.
+    let (out, _) = export_out(
+        format!(
+            "/Patient/$export?_type=Observation&_typeFilter=Observation%3Fcategory%3D{}&includeAssociatedData=RelevantProvenanceResources",
+            urlencode(LAB)
+        ),
+        svc.clone(),
+    )
+    .await;
+    assert_eq!(provenance(&out), vec!["p-new", "p-old", "p-them"]);
+    // Provenance exported as a type too: each one once.
+    let (out, _) = export_out(
+        "/$export?_type=Observation,Provenance&includeAssociatedData=RelevantProvenanceResources".into(),
+        svc.clone(),
+    )
+    .await;
+    let all = provenance(&out);
+    let unique: BTreeSet<&String> = all.iter().collect();
+    assert_eq!(unique.len(), all.len(), "a Provenance written twice: {all:?}");
+    assert_eq!(all.len(), 6, "{all:?}");
+
+    // A member's own export: their compartment, without what they withheld, and so without the
+    // Provenance of what they withheld.
+    user(&server, "member", Role::Patient, Some(me.clone()), &[&member]).await;
+    let withheld = [SensitiveCategory::BehavioralHealth, SensitiveCategory::SubstanceUse];
+    let t = token(&server, Some("member"), "patient/*.rs", Some(&member), &withheld).await;
+    let (out, _) =
+        export_out("/Patient/$export?_type=Observation&includeAssociatedData=RelevantProvenanceResources".into(), t)
+            .await;
+    assert_eq!(provenance(&out), vec!["p-new", "p-old", "p-vital"]);
+
+    // A client that may not read Provenance: refused, or (lenient) exported without it and told.
+    let (jwks, _, _) = crate::smart::backend_keys();
+    register_with(
+        &server,
+        "obs-svc",
+        store::auth::ClientType::ConfidentialAsymmetric,
+        vec![],
+        "system/Observation.rs",
+        Some(jwks),
+        false,
+    )
+    .await;
+    let obs_only = client_token(&server, "obs-svc", "system/Observation.rs").await;
+    let path = "/$export?includeAssociatedData=LatestProvenanceResources";
+    let (status, _, body) = kick_off(&server, &obs_only, path, "respond-async").await;
+    assert_eq!(status, 403, "{body}");
+    let m = export_with(&server, &obs_only, path, "respond-async, handling=lenient").await;
+    let errors = lines(&server, &obs_only, &m, "error").await;
+    assert!(errors["OperationOutcome"][0]["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("includeAssociatedData"));
+    assert!(m["output"].as_array().unwrap().iter().all(|f| f["type"] == "Observation"));
+
+    // Many Provenance of one resource: several files of at most `resources_per_file` lines,
+    // none written twice; the latest is the newest of them all.
+    let many: Vec<Value> = (0..320)
+        .map(|i| {
+            prov(
+                &format!("many-{i:03}"),
+                &format!("2025-01-01T00:{:02}:{:02}Z", i / 60, i % 60),
+                &["Observation/vital-1".into()],
+            )
+        })
+        .collect();
+    server.seed(many).await;
+    let (out, m) =
+        export_out("/$export?_type=Observation&includeAssociatedData=RelevantProvenanceResources".into(), svc.clone())
+            .await;
+    let all = provenance(&out);
+    assert_eq!(all.len(), 325);
+    assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 325, "a Provenance written twice");
+    let files: Vec<&Value> = m["output"].as_array().unwrap().iter().filter(|f| f["type"] == "Provenance").collect();
+    assert!(files.len() >= 3 && files.iter().all(|f| f["count"].as_i64().unwrap() <= 150), "{files:?}");
+    let (out, _) =
+        export_out("/$export?_type=Observation&includeAssociatedData=LatestProvenanceResources".into(), svc).await;
+    assert_eq!(provenance(&out), vec!["many-319", "p-new", "p-psy", "p-them"]);
 }
