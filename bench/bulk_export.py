@@ -6,7 +6,7 @@ samples the server process's resident memory from /proc/PID/status meanwhile, th
 manifest. Prints one JSON line: resources (the manifest's counts), files, seconds from kick-off
 to manifest, resources/s, peak and start RSS in MB, and the bytes written.
 
-Usage: bulk_export.py BASE_URL SERVER_PID
+Usage: bulk_export.py BASE_URL SERVER_PID [QUERY]   (QUERY: extra kick-off parameters, a=b&c=d)
 """
 
 import json
@@ -25,8 +25,9 @@ def rss_mb(pid):
 
 def main():
     base, pid = sys.argv[1].rstrip("/"), int(sys.argv[2])
+    query = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else ""
     start_rss = rss_mb(pid)
-    req = urllib.request.Request(f"{base}/$export", headers={"Prefer": "respond-async", "Accept": "application/fhir+json"})
+    req = urllib.request.Request(f"{base}/$export" + (f"?{query}" if query else ""), headers={"Prefer": "respond-async", "Accept": "application/fhir+json"})
     t0 = time.monotonic()
     with urllib.request.urlopen(req) as r:
         assert r.status == 202, r.status

@@ -11,7 +11,7 @@
 //! continues after the last rkey it stored; memory holds one page. A Provenance the export
 //! already wrote as a type of its own is not written again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use fhir::search::{Handling, SearchTerm};
@@ -27,18 +27,23 @@ pub const PROVENANCE: &str = "Provenance";
 
 /// Ids per `_id` or `target` filter (well under SQLite's limit on bound values).
 const IDS_PER_QUERY: usize = 200;
-/// Provenance rows read per page while looking for a resource's latest Provenance.
-const LATEST_PAGE: i64 = 500;
+/// Provenance read per page while looking for a resource's latest Provenance.
+const LATEST_PAGE: usize = 100;
+/// Provenance scanned per page at most (one can name hundreds of resources: a payer-to-payer
+/// import's names a member's whole record).
+pub const SCAN_PAGE: i64 = 100;
 
 /// A resource named by a Provenance's `target`: (type, id).
 type Target = (String, String);
+
+/// Orders Provenance by recency: `recorded`, then `meta.lastUpdated`, then the id.
+type Recency = (i64, i64, String);
 
 /// What the selection needs of one Provenance.
 #[derive(Debug, Clone, PartialEq)]
 struct Facts {
     targets: Vec<Target>,
-    /// Orders Provenance by recency: `recorded`, then `meta.lastUpdated`, then the id.
-    recency: (i64, i64, String),
+    recency: Recency,
 }
 
 /// Everything the selection reads besides the page: the job's view and what it exported.
@@ -64,7 +69,7 @@ impl Association<'_> {
     }
 
     /// The rows of `page` (Provenance) to write.
-    pub async fn select<'p>(&self, page: &'p [ExportRow]) -> Result<Vec<&'p ExportRow>> {
+    pub async fn select<'p>(&self, page: &'p [ExportRow], scan: &Restriction) -> Result<Vec<&'p ExportRow>> {
         let facts: Vec<Option<Facts>> = page.iter().map(|row| facts(&row.body, &self.deps.fhir_base)).collect();
         let mut asked: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for (t, id) in facts.iter().flatten().flat_map(|f| &f.targets) {
@@ -72,7 +77,7 @@ impl Association<'_> {
                 asked.entry(t.as_str()).or_default().insert(id.as_str());
             }
         }
-        let mut returned: BTreeSet<Target> = BTreeSet::new();
+        let mut returned: HashSet<Target> = HashSet::new();
         for (t, ids) in asked {
             for id in self.exported_ids(t, ids.into_iter().collect()).await? {
                 returned.insert((t.to_owned(), id));
@@ -80,7 +85,18 @@ impl Association<'_> {
         }
         let latest = match self.mode {
             Associated::RelevantProvenanceResources => HashMap::new(),
-            Associated::LatestProvenanceResources => self.latest_of(&returned).await?,
+            Associated::LatestProvenanceResources => {
+                // In the page's order, so that one search's targets are mostly those of one
+                // Provenance and find few others (not a Provenance per target).
+                let mut seen = HashSet::new();
+                let ordered: Vec<&Target> = facts
+                    .iter()
+                    .flatten()
+                    .flat_map(|f| &f.targets)
+                    .filter(|x| returned.contains(*x) && seen.insert(*x))
+                    .collect();
+                self.latest_of(&ordered, scan).await?
+            }
         };
         let mut chosen: Vec<&ExportRow> = page
             .iter()
@@ -130,35 +146,30 @@ impl Association<'_> {
         Ok(found)
     }
 
-    /// The recency of the most recent Provenance (of those the scan sees) of each of `targets`.
-    async fn latest_of(&self, targets: &BTreeSet<Target>) -> Result<HashMap<Target, (i64, i64, String)>> {
-        let mut latest: HashMap<Target, (i64, i64, String)> = HashMap::new();
-        let targets: Vec<&Target> = targets.iter().collect();
+    /// The recency of the most recent Provenance (of those the scan sees) of each of `targets`:
+    /// a search `Provenance?target=…` under the scan's restriction, so the `target` index drives.
+    async fn latest_of(&self, targets: &[&Target], scan: &Restriction) -> Result<HashMap<Target, Recency>> {
+        let mut latest: HashMap<Target, Recency> = HashMap::new();
         for chunk in targets.chunks(IDS_PER_QUERY) {
+            let wanted: HashSet<&Target> = chunk.iter().copied().collect();
             let refs: Vec<String> = chunk.iter().map(|(t, id)| format!("{t}/{id}")).collect();
-            let Some(by_target) = terms(PROVENANCE, "target", refs.join(",")) else { continue };
-            let Ok(restriction) = type_restriction(self.access, PROVENANCE, None, &[by_target]) else { break };
-            let mut after = 0;
+            let pairs = [("target".to_owned(), refs.join(",")), ("_count".to_owned(), LATEST_PAGE.to_string())];
+            let Ok(mut request) = fhir::search::parse(fhir::Registry::r4(), PROVENANCE, &pairs, Handling::Strict)
+            else {
+                continue;
+            };
             loop {
-                let slice = ExportSlice {
-                    resource_type: PROVENANCE,
-                    since_ms: None,
-                    in_a_compartment: false,
-                    after_rkey: after,
-                    limit: LATEST_PAGE,
-                };
-                let rows = self.deps.store.export_page(&slice, &restriction).await?;
-                for facts in rows.iter().filter_map(|row| facts(&row.body, &self.deps.fhir_base)) {
-                    for x in facts.targets.iter().filter(|x| chunk.contains(x)) {
-                        let newer = latest.get(x).is_none_or(|known| facts.recency > *known);
-                        if newer {
+                let page = self.deps.store.search(&request, scan).await?;
+                for facts in page.matches.iter().filter_map(|m| facts(m.body.as_str(), &self.deps.fhir_base)) {
+                    for x in facts.targets.iter().filter(|x| wanted.contains(x)) {
+                        if latest.get(x).is_none_or(|known| facts.recency > *known) {
                             latest.insert(x.clone(), facts.recency.clone());
                         }
                     }
                 }
-                match rows.last() {
-                    Some(last) if rows.len() as i64 == LATEST_PAGE => after = last.rkey,
-                    _ => break,
+                match page.next_cursor {
+                    Some(cursor) => request.cursor = Some(cursor),
+                    None => break,
                 }
             }
         }

@@ -17,7 +17,7 @@ use store::{ExportRow, ExportSlice, JobRecord, JobStatus, NewJob, ReadOutcome, R
 use tokio::io::AsyncWriteExt;
 
 use crate::access::{job_access, type_restriction};
-use crate::associated::{Association, PROVENANCE};
+use crate::associated::{Association, PROVENANCE, SCAN_PAGE};
 use crate::manifest::{self, Checkpoint, JobSpec, OutputFile, Stage, ERROR_FILE};
 use crate::objects;
 use crate::request::{parse_type_filter, ExportRequest, Level};
@@ -661,7 +661,7 @@ impl Run<'_> {
         };
         let keep = elements_for(self.spec.elements.as_deref(), PROVENANCE);
         let per_file = self.config().resources_per_file.max(1);
-        let page = self.config().page_size.max(1);
+        let page = self.config().page_size.clamp(1, SCAN_PAGE);
         while !cp.associated_done {
             let name = format!("{PROVENANCE}-associated-{}.ndjson", cp.part);
             let path = objects::path(self.job, &name);
@@ -679,7 +679,7 @@ impl Run<'_> {
                     limit,
                 };
                 let rows = self.exporter.deps().store.export_page(&slice, &scan).await?;
-                for row in association.select(&rows).await? {
+                for row in association.select(&rows, &scan).await? {
                     writer.write_all(line(&row.body, keep.as_deref()).as_bytes()).await?;
                     writer.write_all(b"\n").await?;
                     count += 1;
