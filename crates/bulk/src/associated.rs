@@ -14,14 +14,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use fhir::search::{Handling, SearchTerm};
+use fhir::search::{Handling, SearchRequest, SearchTerm};
 use oauth::access::Access;
 use serde_json::Value;
 use store::{ExportRow, ExportSlice, Restriction};
 
 use crate::access::type_restriction;
 use crate::request::Associated;
-use crate::{Deps, Result};
+use crate::{BulkError, Deps, Result};
 
 pub const PROVENANCE: &str = "Provenance";
 
@@ -128,7 +128,7 @@ impl Association<'_> {
     async fn exported_ids(&self, t: &str, ids: Vec<&str>) -> Result<Vec<String>> {
         let mut found = Vec::new();
         for chunk in ids.chunks(IDS_PER_QUERY) {
-            let Some(by_id) = terms(t, "_id", chunk.join(",")) else { continue };
+            let by_id = terms(t, "_id", chunk.join(","))?;
             let filters: Vec<Vec<SearchTerm>> = match self.filters.get(t) {
                 Some(own) => own.iter().map(|f| f.iter().chain(&by_id).cloned().collect()).collect(),
                 None => vec![by_id],
@@ -154,10 +154,7 @@ impl Association<'_> {
             let wanted: HashSet<&Target> = chunk.iter().copied().collect();
             let refs: Vec<String> = chunk.iter().map(|(t, id)| format!("{t}/{id}")).collect();
             let pairs = [("target".to_owned(), refs.join(",")), ("_count".to_owned(), LATEST_PAGE.to_string())];
-            let Ok(mut request) = fhir::search::parse(fhir::Registry::r4(), PROVENANCE, &pairs, Handling::Strict)
-            else {
-                continue;
-            };
+            let mut request = own_search(PROVENANCE, &pairs)?;
             loop {
                 let page = self.deps.store.search(&request, scan).await?;
                 for facts in page.matches.iter().filter_map(|m| facts(m.body.as_str(), &self.deps.fhir_base)) {
@@ -177,11 +174,16 @@ impl Association<'_> {
     }
 }
 
-/// The terms of the search `t?name=value` (`None` if it does not parse, which the callers'
-/// checked ids and types rule out).
-fn terms(t: &str, name: &str, value: String) -> Option<Vec<SearchTerm>> {
-    let pairs = [(name.to_owned(), value)];
-    fhir::search::parse(fhir::Registry::r4(), t, &pairs, Handling::Strict).ok().map(|s| s.terms)
+/// The terms of the search `t?name=value`.
+fn terms(t: &str, name: &str, value: String) -> Result<Vec<SearchTerm>> {
+    Ok(own_search(t, &[(name.to_owned(), value)])?.terms)
+}
+
+/// A search this module builds from checked types and ids (see [`facts`]), so one that does not
+/// parse is a bug: it fails the job instead of silently leaving out what it would have found.
+fn own_search(t: &str, pairs: &[(String, String)]) -> Result<SearchRequest> {
+    fhir::search::parse(fhir::Registry::r4(), t, pairs, Handling::Strict)
+        .map_err(|e| BulkError::OwnSearch(format!("{t}: {e}")))
 }
 
 /// The local resources a Provenance names in `target`, and its recency. References are
@@ -239,6 +241,14 @@ mod tests {
         assert_eq!(f.recency.0, 1_704_164_645_000);
         assert!(f.recency.1 > f.recency.0);
         assert_eq!(f.recency.2, "p1");
+    }
+
+    #[test]
+    fn a_search_of_its_own_that_does_not_parse_is_an_error_not_a_skip() {
+        let bad = own_search(PROVENANCE, &[("no-such-parameter".to_owned(), "x".to_owned())]);
+        assert!(matches!(bad, Err(BulkError::OwnSearch(m)) if m.starts_with("Provenance: ")));
+        let good = terms("Observation", "_id", "a,b".to_owned()).unwrap();
+        assert_eq!(good.len(), 1);
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub enum BulkError {
     Config(String),
     #[error("an export page reader stopped: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A search the job builds itself did not parse: a bug, which fails the job rather than
+    /// leaving out what the search would have found.
+    #[error("an export's own search did not parse: {0}")]
+    OwnSearch(String),
 }
 
 pub type Result<T, E = BulkError> = std::result::Result<T, E>;
