@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Write one Provenance per Synthea bundle, as a payer-to-payer import records one per member:
 its `target` names every resource of the bundle (the Patient included), `recorded` is fixed.
-For timing `includeAssociatedData` (bench/bulk --provenance): 623 Provenance (one per bundle of the fixture set) naming all 189k
-resources of the fixture set.
+For timing `includeAssociatedData` (bench/bulk --provenance): 623 Provenance, one per bundle of
+the fixture set, naming all of its 189k resources.
 
 Usage: provenance.py FIXTURE_DIR OUT.ndjson
 """
