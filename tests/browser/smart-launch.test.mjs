@@ -9,9 +9,9 @@
 //   node --test tests/browser/*.test.mjs     # or: scripts/test --python-only
 //
 // Needs Debian's Chromium at /usr/bin/chromium (`apt-get install chromium`; Playwright's own
-// browser downloads are not used) and the release binary (`cargo build --release -p portico`).
+// browser downloads are not used) and the portico binary (`cargo build -p portico`).
 // Environment:
-//   PORTICO_BIN              the portico binary (default target/release/portico)
+//   PORTICO_BIN              the portico binary (default target/debug/portico)
 //   PORTICO_CHROMIUM         the Chromium binary (default /usr/bin/chromium)
 //   PORTICO_REQUIRE_BROWSER=1  fail instead of skipping when either is missing (CI sets it)
 // Screenshots of the Portico pages at a desktop and a phone viewport are written to
@@ -49,7 +49,7 @@ const EHR_SCOPE = "launch openid fhirUser patient/*.rs";
 const missing = [];
 if (!existsSync(CHROMIUM_BIN)) missing.push(`Chromium not found at ${CHROMIUM_BIN} (apt-get install chromium)`);
 if (!existsSync(PORTICO_BIN)) {
-  missing.push(`Portico binary not found at ${PORTICO_BIN} (cargo build --release -p portico, or set PORTICO_BIN)`);
+  missing.push(`Portico binary not found at ${PORTICO_BIN} (cargo build -p portico, or set PORTICO_BIN)`);
 }
 if (!existsSync(path.join(HERE, "node_modules", "playwright-core"))) {
   missing.push("tests/browser/node_modules is missing (npm ci --prefix tests/browser)");

@@ -20,7 +20,7 @@ export const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(HERE, "..", "..");
 export const SCREENSHOT_DIR = path.join(HERE, "out", "screenshots");
 
-export const PORTICO_BIN = process.env.PORTICO_BIN || path.join(REPO_ROOT, "target", "release", "portico");
+export const PORTICO_BIN = process.env.PORTICO_BIN || path.join(REPO_ROOT, "target", "debug", "portico");
 export const CHROMIUM_BIN = process.env.PORTICO_CHROMIUM || "/usr/bin/chromium";
 
 // Without the background-networking switches Chromium keeps trying to reach Google's
@@ -306,13 +306,13 @@ export function accessibilityProblems(page) {
   });
 }
 
-/// What a browser suite needs (Chromium, the release binary, playwright-core). Missing pieces skip
+/// What a browser suite needs (Chromium, the portico binary, playwright-core). Missing pieces skip
 /// the suite with the reason, or, under PORTICO_REQUIRE_BROWSER=1, register a failing test named
 /// after the suite. Returns `{ active, skip }` for the suite's tests.
 export function browserPrerequisites(suite) {
   const missing = [];
   if (!existsSync(CHROMIUM_BIN)) missing.push(`Chromium not found at ${CHROMIUM_BIN} (apt-get install chromium)`);
-  if (!existsSync(PORTICO_BIN)) missing.push(`Portico binary not found at ${PORTICO_BIN} (cargo build --release -p portico)`);
+  if (!existsSync(PORTICO_BIN)) missing.push(`Portico binary not found at ${PORTICO_BIN} (cargo build -p portico)`);
   if (!existsSync(path.join(HERE, "node_modules", "playwright-core"))) missing.push("tests/browser/node_modules is missing (npm ci --prefix tests/browser)");
   const required = envFlag("PORTICO_REQUIRE_BROWSER");
   const active = missing.length === 0;

@@ -47,8 +47,8 @@ def binary() -> Path:
     path = portico_bin()
     if not path.is_file():
         pytest.fail(
-            f"Portico binary not found at {path}: build it with `cargo build --release -p portico` "
-            "or set PORTICO_BIN",
+            f"Portico binary not found at {path}: build it with `cargo build -p portico` "
+            "or set PORTICO_BIN (scripts/test does both)",
             pytrace=False,
         )
     return path

@@ -49,7 +49,7 @@ def required(var: str) -> bool:
 
 def portico_bin() -> Path:
     env = os.environ.get("PORTICO_BIN")
-    path = Path(env) if env else REPO_ROOT / "target" / "release" / "portico"
+    path = Path(env) if env else REPO_ROOT / "target" / "debug" / "portico"
     if not path.is_absolute():
         path = (REPO_ROOT / path) if not path.exists() else path.resolve()
     return path
