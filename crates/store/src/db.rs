@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Row, SqliteConnection, SqlitePool};
 
-use crate::pg_readers::{BusyGuard, PgReader, PgReaders};
+use crate::readers::{BusyGuard, PgReader, PgReaders, SqliteReader, SqliteReaders};
 use crate::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,18 +138,18 @@ pub enum Col {
 pub type Rows = Vec<Vec<SqlValue>>;
 
 /// Pools: SQLite gets a single-connection writer (SQLite allows one writer; queueing in the pool
-/// avoids SQLITE_BUSY) and a pool of readers; PostgreSQL sqlx's pool for transactions and
-/// [`PgReaders`] for reads.
+/// avoids SQLITE_BUSY) and [`SqliteReaders`] for reads; PostgreSQL sqlx's pool for transactions
+/// and [`PgReaders`] for reads.
 #[derive(Clone)]
 pub enum Pool {
-    Sqlite { read: SqlitePool, write: SqlitePool },
+    Sqlite { read: Arc<SqliteReaders>, write: SqlitePool },
     Postgres { pool: PgPool, readers: Arc<PgReaders> },
 }
 
-/// A connection or transaction of either backend. A PostgreSQL read connection comes with the
-/// flag its operations mark it busy with (see [`crate::pg_readers`]).
+/// A connection or transaction of either backend. A read connection comes with the flag its
+/// operations mark it busy with (see [`crate::readers`]).
 pub enum Conn<'a> {
-    Sqlite(&'a mut SqliteConnection),
+    Sqlite(&'a mut SqliteConnection, Option<&'a AtomicBool>),
     Postgres(&'a mut PgConnection, Option<&'a AtomicBool>),
 }
 
@@ -161,7 +161,7 @@ pub enum Tx {
 impl Tx {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Tx::Sqlite(tx) => Conn::Sqlite(tx),
+            Tx::Sqlite(tx) => Conn::Sqlite(tx, None),
             Tx::Postgres(tx) => Conn::Postgres(tx, None),
         }
     }
@@ -175,14 +175,17 @@ impl Tx {
 }
 
 pub enum Lease {
-    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Sqlite(SqliteReader),
     Postgres(PgReader),
 }
 
 impl Lease {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Lease::Sqlite(c) => Conn::Sqlite(c),
+            Lease::Sqlite(reader) => {
+                let (conn, busy) = reader.parts();
+                Conn::Sqlite(conn, Some(busy))
+            }
             Lease::Postgres(reader) => {
                 let (conn, busy) = reader.parts();
                 Conn::Postgres(conn, Some(busy))
@@ -259,8 +262,7 @@ impl Pool {
         let options = options.pragma("cache_size", "-2000");
         let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(options_write).await?;
         migrations.sqlite.run(&write).await?;
-        let read =
-            SqlitePoolOptions::new().max_connections(max_connections).connect_with(options.read_only(true)).await?;
+        let read = Arc::new(SqliteReaders::new(options.read_only(true), max_connections, ACQUIRE_TIMEOUT));
         Ok(Pool::Sqlite { read, write })
     }
 
@@ -357,10 +359,12 @@ impl Conn<'_> {
     pub async fn execute_owned(&mut self, sql: Sql) -> Result<u64, StoreError> {
         let Sql { text, params, persistent, .. } = sql;
         Ok(match self {
-            Conn::Sqlite(c) => bind_all_owned!(sqlx::query(&text).persistent(persistent), params)
-                .execute(&mut **c)
-                .await?
-                .rows_affected(),
+            Conn::Sqlite(c, busy) => {
+                let guard = BusyGuard::start(*busy);
+                let done = bind_all_owned!(sqlx::query(&text).persistent(persistent), params).execute(&mut **c).await?;
+                guard.done();
+                done.rows_affected()
+            }
             Conn::Postgres(c, busy) => {
                 let guard = BusyGuard::start(*busy);
                 let done = bind_all_owned!(sqlx::query(&text).persistent(persistent), params).execute(&mut **c).await?;
@@ -372,10 +376,13 @@ impl Conn<'_> {
 
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
         Ok(match self {
-            Conn::Sqlite(c) => bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params)
-                .execute(&mut **c)
-                .await?
-                .rows_affected(),
+            Conn::Sqlite(c, busy) => {
+                let guard = BusyGuard::start(*busy);
+                let done =
+                    bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params).execute(&mut **c).await?;
+                guard.done();
+                done.rows_affected()
+            }
             Conn::Postgres(c, busy) => {
                 let guard = BusyGuard::start(*busy);
                 let done =
@@ -388,10 +395,12 @@ impl Conn<'_> {
 
     pub async fn fetch(&mut self, sql: &Sql, cols: &[Col]) -> Result<Rows, StoreError> {
         match self {
-            Conn::Sqlite(c) => {
+            Conn::Sqlite(c, busy) => {
+                let guard = BusyGuard::start(*busy);
                 let rows = bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params)
                     .fetch_all(&mut **c)
                     .await?;
+                guard.done();
                 rows.iter().map(|row| decode_sqlite(row, cols)).collect()
             }
             Conn::Postgres(c, busy) => {
@@ -407,7 +416,7 @@ impl Conn<'_> {
 
     pub fn dialect(&self) -> Dialect {
         match self {
-            Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::Sqlite(..) => Dialect::Sqlite,
             Conn::Postgres(..) => Dialect::Postgres,
         }
     }

@@ -1,23 +1,24 @@
-//! PostgreSQL connections for reads, handed out and taken back without a round trip.
+//! Connections for reads, handed out and taken back without a round trip.
 //!
-//! sqlx's pool pings a connection (a `Sync` message and its `ReadyForQuery` answer) each time it
-//! takes one back, and by default each time it hands one out: two extra round trips, with a
-//! wake-up of the PostgreSQL backend each, for a search that is itself one round trip. Reads
-//! (every [`crate::db::Pool::read_conn`] user; SQLite opens those connections read-only) come
-//! from this pool instead, which knows when a connection is clean: each operation marks its
-//! connection busy while it runs ([`BusyGuard`]), so a connection whose operation failed
-//! or was abandoned mid-way (the request was cancelled) is closed, never handed out again with
-//! an unread answer in its buffer. A connection idle for longer than [`VALIDATE_AFTER_IDLE`] is
-//! pinged before use, as HikariCP does, so one that PostgreSQL closed meanwhile (a restart, an
-//! idle timeout) is replaced rather than failing a request. Write transactions stay on sqlx's
-//! pool: they are fewer, and `sqlx::Transaction` needs its connections.
+//! sqlx's pool pings a connection each time it takes one back, and by default each time it
+//! hands one out: two extra round trips for a search that is itself one. On PostgreSQL each is
+//! a `Sync` message and its `ReadyForQuery` answer, with a wake-up of the backend; on SQLite,
+//! whose driver runs each connection on a thread of its own, each is a command sent to that
+//! thread and its answer, two thread wake-ups. Reads (every [`crate::db::Pool::read_conn`]
+//! user; SQLite opens those connections read-only) come from this pool instead, which knows
+//! when a connection is clean: each operation marks its connection busy while it runs
+//! ([`BusyGuard`]), so a connection whose operation failed or was abandoned mid-way (the
+//! request was cancelled) is closed, never handed out again with an unread answer pending. A
+//! connection idle for longer than [`VALIDATE_AFTER_IDLE`] is pinged before use, as HikariCP
+//! does, so one that PostgreSQL closed meanwhile (a restart, an idle timeout) is replaced rather
+//! than failing a request. Write transactions stay on sqlx's pool: they are fewer, and
+//! `sqlx::Transaction` needs its connections.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::StoreError;
@@ -25,24 +26,27 @@ use crate::StoreError;
 /// A connection idle longer than this is pinged before it is handed out.
 pub(crate) const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(1);
 
-/// The read pool (see the module's documentation).
-pub struct PgReaders {
-    options: PgConnectOptions,
-    idle: Mutex<Vec<Idle>>,
+/// The read pool (see the module's documentation), of PostgreSQL or SQLite connections.
+pub struct Readers<C: Connection> {
+    options: C::Options,
+    idle: Mutex<Vec<Idle<C>>>,
     permits: Arc<Semaphore>,
     acquire_timeout: Duration,
     /// [`VALIDATE_AFTER_IDLE`], or another threshold in tests.
     validate_after_idle: Duration,
 }
 
-struct Idle {
-    conn: PgConnection,
+pub type PgReaders = Readers<sqlx::PgConnection>;
+pub type SqliteReaders = Readers<sqlx::SqliteConnection>;
+
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
-impl PgReaders {
-    pub(crate) fn new(options: PgConnectOptions, max_connections: u32, acquire_timeout: Duration) -> PgReaders {
-        PgReaders {
+impl<C: Connection> Readers<C> {
+    pub(crate) fn new(options: C::Options, max_connections: u32, acquire_timeout: Duration) -> Readers<C> {
+        Readers {
             options,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(max_connections.max(1) as usize)),
@@ -51,34 +55,39 @@ impl PgReaders {
         }
     }
 
-    /// A connection: an idle one (the most recently used, whose backend is likeliest still in
-    /// the CPU's caches), validated if it sat idle a while, or a new one. Waiting for a permit,
-    /// checks and connecting together take at most the acquire timeout.
-    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<PgReader, StoreError> {
+    /// A connection: an idle one (the most recently used, whose backend or SQLite page cache is
+    /// likeliest still warm), validated if it sat idle a while, or a new one. Waiting for a
+    /// permit, checks and connecting together take at most the acquire timeout.
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Reader<C>, StoreError> {
         tokio::time::timeout(self.acquire_timeout, self.acquire_within())
             .await
             .map_err(|_| StoreError::Database(sqlx::Error::PoolTimedOut))?
     }
 
-    async fn acquire_within(self: &Arc<Self>) -> Result<PgReader, StoreError> {
+    async fn acquire_within(self: &Arc<Self>) -> Result<Reader<C>, StoreError> {
         let permit =
             self.permits.clone().acquire_owned().await.map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
         while let Some(Idle { mut conn, since }) = self.pop_idle() {
             if since.elapsed() < self.validate_after_idle || conn.ping().await.is_ok() {
                 return Ok(self.lease(conn, permit));
             }
-            tracing::debug!("a pooled PostgreSQL connection failed its check; opening another");
+            tracing::debug!("a pooled read connection failed its check; opening another");
         }
-        let conn = PgConnection::connect_with(&self.options).await?;
+        let conn = self.options.connect().await?;
         Ok(self.lease(conn, permit))
     }
 
-    fn pop_idle(&self) -> Option<Idle> {
+    fn pop_idle(&self) -> Option<Idle<C>> {
         self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop()
     }
 
-    fn lease(self: &Arc<Self>, conn: PgConnection, permit: OwnedSemaphorePermit) -> PgReader {
-        PgReader { conn: Some(conn), busy: AtomicBool::new(false), home: Arc::clone(self), _permit: permit }
+    fn lease(self: &Arc<Self>, conn: C, permit: OwnedSemaphorePermit) -> Reader<C> {
+        Reader { conn: Some(conn), busy: AtomicBool::new(false), home: Arc::clone(self), _permit: permit }
+    }
+
+    /// Has [`Self::close`] run?
+    pub(crate) fn is_closed(&self) -> bool {
+        self.permits.is_closed()
     }
 
     /// Close the pool: later acquires fail (as sqlx's pool does once closed), idle connections
@@ -94,30 +103,34 @@ impl PgReaders {
 
 /// One leased read connection; back to its pool when dropped, unless an operation on it did not
 /// finish.
-pub struct PgReader {
-    conn: Option<PgConnection>,
+pub struct Reader<C: Connection> {
+    conn: Option<C>,
     busy: AtomicBool,
-    home: Arc<PgReaders>,
+    home: Arc<Readers<C>>,
     _permit: OwnedSemaphorePermit,
 }
 
-impl PgReader {
+pub type PgReader = Reader<sqlx::PgConnection>;
+pub type SqliteReader = Reader<sqlx::SqliteConnection>;
+
+impl<C: Connection> Reader<C> {
     /// The connection, and the flag its operations mark it busy with.
-    pub(crate) fn parts(&mut self) -> (&mut PgConnection, &AtomicBool) {
+    pub(crate) fn parts(&mut self) -> (&mut C, &AtomicBool) {
         match self.conn.as_mut() {
             Some(conn) => (conn, &self.busy),
             // Only `drop` takes the connection out.
-            None => unreachable!("a PgReader's connection is taken only when it is dropped"),
+            None => unreachable!("a Reader's connection is taken only when it is dropped"),
         }
     }
 }
 
-impl Drop for PgReader {
+impl<C: Connection> Drop for Reader<C> {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         if self.busy.load(Ordering::Relaxed) {
-            // Dropping closes the socket; PostgreSQL ends that backend.
-            tracing::debug!("a PostgreSQL read was abandoned or failed mid-way; its connection is closed");
+            // Dropping closes the connection (PostgreSQL ends that backend; SQLite's worker
+            // thread finishes what it was doing and exits).
+            tracing::debug!("a read was abandoned or failed mid-way; its connection is closed");
             return;
         }
         if self.home.permits.is_closed() {
@@ -153,6 +166,10 @@ impl<'a> BusyGuard<'a> {
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
+
+    use sqlx::postgres::PgConnectOptions;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::PgConnection;
 
     use super::*;
     use crate::db::{Col, Lease, RowExt, Sql};
@@ -256,5 +273,59 @@ mod tests {
         assert!(!waiting.is_finished());
         drop(held);
         assert_eq!(waiting.await.expect("join"), 3);
+    }
+
+    /// A SQLite read pool over an in-memory database. (sqlx shares that database between the
+    /// pool's connections, so a connection is told apart by a TEMP table, which is its own.)
+    fn sqlite_readers() -> Arc<SqliteReaders> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").expect("options");
+        Arc::new(SqliteReaders::new(options, 1, Duration::from_secs(5)))
+    }
+
+    async fn sqlite_fetch(pool: &Arc<SqliteReaders>, text: &str) -> Result<crate::db::Rows, StoreError> {
+        let mut lease = Lease::Sqlite(pool.acquire().await.expect("acquire"));
+        let mut sql = Sql::new(crate::db::Dialect::Sqlite);
+        sql.push(text);
+        lease.conn().fetch(&sql, &[Col::Int]).await
+    }
+
+    /// Is the connection the one that ran [`sqlite_mark`]?
+    async fn sqlite_marked(pool: &Arc<SqliteReaders>) -> bool {
+        let rows =
+            sqlite_fetch(pool, "SELECT COUNT(*) FROM sqlite_temp_master WHERE name = 'mark'").await.expect("query");
+        rows[0].int(0) == 1
+    }
+
+    async fn sqlite_mark(pool: &Arc<SqliteReaders>) {
+        sqlite_fetch(pool, "CREATE TEMP TABLE mark (x INTEGER)").await.expect("create");
+        assert!(sqlite_marked(pool).await);
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_clean_connection_is_handed_out_again() {
+        let pool = sqlite_readers();
+        sqlite_mark(&pool).await;
+        assert!(sqlite_marked(&pool).await, "one connection, reused");
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_failed_read_closes_its_connection() {
+        let pool = sqlite_readers();
+        sqlite_mark(&pool).await;
+        assert!(sqlite_fetch(&pool, "SELECT no_such_column FROM sqlite_master").await.is_err());
+        assert!(!sqlite_marked(&pool).await, "a new connection after the failure");
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_read_abandoned_mid_way_closes_its_connection() {
+        let pool = sqlite_readers();
+        sqlite_mark(&pool).await;
+        // Counting to 50M takes the worker thread seconds; the future is dropped long before.
+        let slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) \
+                    SELECT MAX(i) FROM n";
+        assert!(tokio::time::timeout(Duration::from_millis(50), sqlite_fetch(&pool, slow)).await.is_err());
+        let rows = sqlite_fetch(&pool, "SELECT 42").await.expect("query");
+        assert_eq!(rows[0].int(0), 42);
+        assert!(!sqlite_marked(&pool).await, "the abandoned connection was not reused");
     }
 }
