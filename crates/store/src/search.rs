@@ -273,31 +273,66 @@ impl Store {
         Ok((found, truncated))
     }
 
+    /// The live resources named by `by_type` that `restriction` lets the caller see. Every
+    /// type goes into one statement (a group per type, each with its own view), at most
+    /// [`IDS_PER_FETCH`] ids to a statement: a page's includes cost one round trip, not one per
+    /// type.
     async fn fetch_by_ids(
         &self,
         conn: &mut Conn<'_>,
         by_type: HashMap<String, Vec<String>>,
         restriction: &Restriction,
     ) -> Result<Vec<StoredResource>, StoreError> {
-        let mut found = Vec::new();
         let now_ms = epoch_ms(self.clock.now());
-        for (resource_type, ids) in by_type {
-            if !restriction.type_visible(self.registry, &resource_type) {
+        let mut found = Vec::new();
+        let mut groups: Vec<(&str, &[String])> = Vec::new();
+        let mut pending = 0;
+        for (resource_type, ids) in &by_type {
+            if !restriction.type_visible(self.registry, resource_type) {
                 continue;
             }
-            for chunk in ids.chunks(500) {
-                let mut sql = Sql::new(conn.dialect());
-                select_live(&mut sql);
-                sql.push(" AND r.rtype = ")
-                    .bind(resource_type.as_str())
-                    .push(" AND r.id IN ")
-                    .bind_list(chunk.iter().map(String::as_str));
-                restriction.push(self, &mut sql, &resource_type, now_ms, false);
-                let rows = conn.fetch(&sql, &STORED_COLS).await?;
-                found.extend(rows.into_iter().map(stored_from_row));
+            for chunk in ids.chunks(IDS_PER_FETCH) {
+                if pending + chunk.len() > IDS_PER_FETCH {
+                    found.extend(self.fetch_groups(conn, &groups, restriction, now_ms).await?);
+                    groups.clear();
+                    pending = 0;
+                }
+                groups.push((resource_type.as_str(), chunk));
+                pending += chunk.len();
             }
         }
+        found.extend(self.fetch_groups(conn, &groups, restriction, now_ms).await?);
         Ok(found)
+    }
+
+    /// One statement of [`Self::fetch_by_ids`]: `(r.rtype = T AND r.id IN (…) AND <view of T>) OR …`.
+    async fn fetch_groups(
+        &self,
+        conn: &mut Conn<'_>,
+        groups: &[(&str, &[String])],
+        restriction: &Restriction,
+        now_ms: i64,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = Sql::new(conn.dialect());
+        select_live(&mut sql);
+        sql.push(" AND (");
+        for (n, (resource_type, ids)) in groups.iter().enumerate() {
+            if n > 0 {
+                sql.push(" OR ");
+            }
+            sql.push("(r.rtype = ")
+                .bind(*resource_type)
+                .push(" AND r.id IN ")
+                .bind_list(ids.iter().map(String::as_str));
+            restriction.push(self, &mut sql, resource_type, now_ms, false);
+            sql.push(")");
+        }
+        sql.push(")");
+        let rows = conn.fetch(&sql, &STORED_COLS).await?;
+        Ok(rows.into_iter().map(stored_from_row).collect())
     }
 
     /// `Patient/{id}/$everything`: the patient's compartment, paged by rkey, plus the
@@ -374,6 +409,10 @@ impl Store {
         Ok(SearchPage { matches, included, total: None, next_cursor, include_truncated: false })
     }
 }
+
+/// Ids per statement when resources are fetched by id (includes, `$everything`'s referenced
+/// resources): one statement's bound values stay well under SQLite's and PostgreSQL's limits.
+const IDS_PER_FETCH: usize = 500;
 
 /// Columns of a stored resource row, in the order `stored_from_row` reads them.
 const STORED_COLS: [Col; 6] = [Col::Int, Col::Text, Col::Text, Col::Int, Col::Int, Col::Text];
