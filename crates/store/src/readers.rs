@@ -82,7 +82,7 @@ impl<C: Connection> Readers<C> {
     }
 
     fn lease(self: &Arc<Self>, conn: C, permit: OwnedSemaphorePermit) -> Reader<C> {
-        Reader { conn: Some(conn), busy: AtomicBool::new(false), home: Arc::clone(self), _permit: permit }
+        Reader { conn: Some(conn), busy: AtomicBool::new(false), home: Arc::clone(self), permit: Some(permit) }
     }
 
     /// Has [`Self::close`] run?
@@ -107,7 +107,8 @@ pub struct Reader<C: Connection> {
     conn: Option<C>,
     busy: AtomicBool,
     home: Arc<Readers<C>>,
-    _permit: OwnedSemaphorePermit,
+    /// Held until the connection is back in the pool or closed (see `drop`).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 pub type PgReader = Reader<sqlx::PgConnection>;
@@ -127,10 +128,23 @@ impl<C: Connection> Reader<C> {
 impl<C: Connection> Drop for Reader<C> {
     fn drop(&mut self) {
         let Some(conn) = self.conn.take() else { return };
+        // Released at the end of this function, once the connection is back among the idle
+        // ones, so a caller waiting for a permit finds it there.
+        let permit = self.permit.take();
         if self.busy.load(Ordering::Relaxed) {
-            // Dropping closes the connection (PostgreSQL ends that backend; SQLite's worker
-            // thread finishes what it was doing and exits).
             tracing::debug!("a read was abandoned or failed mid-way; its connection is closed");
+            // The permit goes back only once the connection is closed. SQLite's worker thread
+            // takes the close after the statement it is running, so a client that gives up on
+            // a costly search does not leave that statement running beside a full pool of new
+            // ones (sqlx's pool held its slot the same way, waiting for its ping's answer).
+            // PostgreSQL's close sends `Terminate` and shuts the socket without waiting.
+            let closing = conn.close();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = closing.await;
+                    drop(permit);
+                });
+            }
             return;
         }
         if self.home.permits.is_closed() {
@@ -320,10 +334,13 @@ mod tests {
     async fn sqlite_a_read_abandoned_mid_way_closes_its_connection() {
         let pool = sqlite_readers();
         sqlite_mark(&pool).await;
-        // Counting to 50M takes the worker thread seconds; the future is dropped long before.
-        let slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) \
+        // Counting to 3M keeps the worker thread busy for a good part of a second; the future
+        // is dropped long before.
+        let slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) \
                     SELECT MAX(i) FROM n";
         assert!(tokio::time::timeout(Duration::from_millis(50), sqlite_fetch(&pool, slow)).await.is_err());
+        // The abandoned statement still runs, and holds the pool's only permit until it ends.
+        assert_eq!(pool.permits.available_permits(), 0);
         let rows = sqlite_fetch(&pool, "SELECT 42").await.expect("query");
         assert_eq!(rows[0].int(0), 42);
         assert!(!sqlite_marked(&pool).await, "the abandoned connection was not reused");
