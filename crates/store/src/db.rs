@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Row, SqliteConnection, SqlitePool};
 
-use crate::readers::{BusyGuard, PgReader, PgReaders, SqliteReader, SqliteReaders};
+use crate::readers::{while_busy, BusyGuard, PgReader, PgReaders, SqliteReader, SqliteReaders};
 use crate::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,55 +360,51 @@ impl Conn<'_> {
         let Sql { text, params, persistent, .. } = sql;
         Ok(match self {
             Conn::Sqlite(c, busy) => {
-                let guard = BusyGuard::start(*busy);
-                let done = bind_all_owned!(sqlx::query(&text).persistent(persistent), params).execute(&mut **c).await?;
-                guard.done();
-                done.rows_affected()
+                while_busy(*busy, bind_all_owned!(sqlx::query(&text).persistent(persistent), params).execute(&mut **c))
+                    .await?
+                    .rows_affected()
             }
             Conn::Postgres(c, busy) => {
-                let guard = BusyGuard::start(*busy);
-                let done = bind_all_owned!(sqlx::query(&text).persistent(persistent), params).execute(&mut **c).await?;
-                guard.done();
-                done.rows_affected()
+                while_busy(*busy, bind_all_owned!(sqlx::query(&text).persistent(persistent), params).execute(&mut **c))
+                    .await?
+                    .rows_affected()
             }
         })
     }
 
     pub async fn execute(&mut self, sql: &Sql) -> Result<u64, StoreError> {
         Ok(match self {
-            Conn::Sqlite(c, busy) => {
-                let guard = BusyGuard::start(*busy);
-                let done =
-                    bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params).execute(&mut **c).await?;
-                guard.done();
-                done.rows_affected()
-            }
-            Conn::Postgres(c, busy) => {
-                let guard = BusyGuard::start(*busy);
-                let done =
-                    bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params).execute(&mut **c).await?;
-                guard.done();
-                done.rows_affected()
-            }
+            Conn::Sqlite(c, busy) => while_busy(
+                *busy,
+                bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params).execute(&mut **c),
+            )
+            .await?
+            .rows_affected(),
+            Conn::Postgres(c, busy) => while_busy(
+                *busy,
+                bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params).execute(&mut **c),
+            )
+            .await?
+            .rows_affected(),
         })
     }
 
     pub async fn fetch(&mut self, sql: &Sql, cols: &[Col]) -> Result<Rows, StoreError> {
         match self {
             Conn::Sqlite(c, busy) => {
-                let guard = BusyGuard::start(*busy);
-                let rows = bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params)
-                    .fetch_all(&mut **c)
-                    .await?;
-                guard.done();
+                let rows = while_busy(
+                    *busy,
+                    bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params).fetch_all(&mut **c),
+                )
+                .await?;
                 rows.iter().map(|row| decode_sqlite(row, cols)).collect()
             }
             Conn::Postgres(c, busy) => {
-                let guard = BusyGuard::start(*busy);
-                let rows = bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params)
-                    .fetch_all(&mut **c)
-                    .await?;
-                guard.done();
+                let rows = while_busy(
+                    *busy,
+                    bind_all!(sqlx::query(&sql.text).persistent(sql.persistent), &sql.params).fetch_all(&mut **c),
+                )
+                .await?;
                 rows.iter().map(|row| decode_pg(row, cols)).collect()
             }
         }

@@ -14,6 +14,7 @@
 //! than failing a request. Write transactions stay on sqlx's pool: they are fewer, and
 //! `sqlx::Transaction` needs its connections.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -156,6 +157,19 @@ impl<C: Connection> Drop for Reader<C> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(Idle { conn, since: Instant::now() });
     }
+}
+
+/// Run `op`, one operation on a read connection, with the connection marked busy until the
+/// operation has its whole answer (see [`BusyGuard`]). `op` is a future, so it does nothing
+/// before it is awaited here.
+pub(crate) async fn while_busy<T, E>(
+    flag: Option<&AtomicBool>,
+    op: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let guard = BusyGuard::start(flag);
+    let answer = op.await?;
+    guard.done();
+    Ok(answer)
 }
 
 /// Marks a reader busy for the life of one operation; [`BusyGuard::done`] clears the mark once
