@@ -280,10 +280,14 @@ impl Pool {
         })
     }
 
-    /// Begin a write transaction. SQLite's single writer connection serialises writers.
+    /// Begin a write transaction. SQLite's single writer connection serialises this process's
+    /// writers; `BEGIN IMMEDIATE` takes the file's write lock up front (waiting out the busy
+    /// timeout) because another process, such as `portico task-link create` beside a running
+    /// server, may write too: a deferred transaction that read first and then writes after the
+    /// other process committed fails at once with "database is locked" instead of waiting.
     pub async fn begin_write(&self) -> Result<Tx, StoreError> {
         Ok(match self {
-            Pool::Sqlite { write, .. } => Tx::Sqlite(write.begin().await?),
+            Pool::Sqlite { write, .. } => Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?),
             Pool::Postgres { pool, .. } => Tx::Postgres(pool.begin().await?),
         })
     }
@@ -602,6 +606,27 @@ impl RowExt for Vec<SqlValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sqlx::Connection;
+
+    /// A write transaction holds the SQLite file's write lock from its first moment, so a second
+    /// process's writer waits for it rather than slipping in between its reads and writes.
+    #[tokio::test]
+    async fn a_sqlite_write_transaction_takes_the_write_lock_when_it_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock.db");
+        let pool = Pool::connect(path.to_str().unwrap(), 2).await.unwrap();
+        let other_options = SqliteConnectOptions::new().filename(&path).busy_timeout(Duration::ZERO);
+        let mut other = sqlx::SqliteConnection::connect_with(&other_options).await.unwrap();
+
+        let tx = pool.begin_write().await.unwrap();
+        let err = sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap_err();
+        assert!(err.to_string().contains("database is locked"), "{err}");
+        tx.commit().await.unwrap();
+
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+        sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+        pool.close().await;
+    }
 
     #[test]
     fn copy_escape_finds_every_reserved_byte_with_or_without_carriage_returns() {
