@@ -162,16 +162,22 @@ pub struct DemoArgs {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A bulk load's index builds and VACUUM take seconds by design; sqlx would warn of each as a
+    // "slow statement", which reads like a fault to whoever runs the import.
+    let default_filter = match cli.command {
+        Command::Import(_) => "info,sqlx=warn,sqlx::query=error",
+        _ => "info,sqlx=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("PORTICO_LOG").unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal: a log file gets plain text (and each
         // request's span is formatted once, so escape codes would cost on every request too).
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
