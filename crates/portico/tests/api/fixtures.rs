@@ -362,6 +362,11 @@ async fn import_and_read_back(backend: Backend) {
         latest.len()
     );
     assert!(first.written + first.unchanged <= total_entries, "{first:?} vs {total_entries} entries");
+    // The load into an empty database set indexes aside and built them at its end: the
+    // database has every index a freshly migrated one has.
+    let Some(fresh) = TestServer::start(backend).await else { return };
+    assert_eq!(index_names(&s.database_url).await, index_names(&fresh.database_url).await);
+    drop(fresh);
 
     // 2. re-import: nothing new. Files holding a resource whose final content differs (only
     //    with the full fixture set) would rightly write again, so they are left out.
@@ -405,6 +410,27 @@ async fn import_and_read_back(backend: Backend) {
 
     // 6. broken files are named, the good ones still load
     broken_files(&s, &all, &files).await;
+}
+
+/// The names of a database's indexes (SQLite's automatic ones apart).
+async fn index_names(database_url: &str) -> std::collections::BTreeSet<String> {
+    use sqlx::Connection;
+    let names: Vec<(String,)> = if database_url.starts_with("postgres://") {
+        let mut pg = sqlx::PgConnection::connect(database_url).await.expect("connect");
+        sqlx::query_as("SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public'")
+            .fetch_all(&mut pg)
+            .await
+            .expect("pg_indexes")
+    } else {
+        let mut lite = sqlx::SqliteConnection::connect(database_url).await.expect("connect");
+        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'")
+            .fetch_all(&mut lite)
+            .await
+            .expect("sqlite_master")
+    };
+    let names: std::collections::BTreeSet<String> = names.into_iter().map(|(n,)| n).collect();
+    assert!(names.len() > 10, "{names:?}");
+    names
 }
 
 async fn small_files(s: &TestServer) {
