@@ -442,7 +442,12 @@ impl Conn<'_> {
         for item in items {
             let mut line = CopyLine::start(&mut buf);
             encode(&mut line, item);
-            line.finish()?;
+            if let Err(e) = line.finish() {
+                // End the COPY on the server (it rolls back what this one sent), so the
+                // connection is left ready for the transaction's rollback.
+                copy.abort("a value too large for COPY").await?;
+                return Err(e);
+            }
             if buf.len() >= COPY_CHUNK_BYTES {
                 copy.send(std::mem::replace(&mut buf, Vec::with_capacity(COPY_CHUNK_BYTES + 64 * 1024))).await?;
             }
