@@ -80,11 +80,11 @@ pub(crate) async fn ensure(conn: &mut Conn<'_>) -> Result<(), StoreError> {
 }
 
 pub(crate) async fn drop_all(conn: &mut Conn<'_>) -> Result<(), StoreError> {
-    let pg = conn.dialect() == Dialect::Postgres;
-    let pg_only = if pg { PG_CHECK_INDEXES.iter().chain(PG_LOAD_INDEXES) } else { [].iter().chain(&[]) };
+    let pg_only: &[&[(&str, &str, &str)]] =
+        if conn.dialect() == Dialect::Postgres { &[PG_CHECK_INDEXES, PG_LOAD_INDEXES] } else { &[] };
     let names = SEARCH_INDEXES
         .iter()
-        .chain(pg_only)
+        .chain(pg_only.iter().copied().flatten())
         .map(|(name, _, _)| *name)
         .chain(["idx_reference_url", "resources_type_rkey"]);
     for name in names {
