@@ -18,7 +18,7 @@ trap '"${PSQL[@]}" -c "DROP DATABASE IF EXISTS imp_bench" >/dev/null 2>&1 || tru
 for round in $(seq 1 "$ROUNDS"); do
     for bin in "$@"; do
         "${PSQL[@]}" -c "DROP DATABASE IF EXISTS imp_bench" -c "CREATE DATABASE imp_bench" -c "CHECKPOINT" 2>/dev/null
-        line=$("$bin" import --quiet --database-url postgres://postgres@127.0.0.1:5432/imp_bench "$FIXTURES" 2>/dev/null | grep imported)
+        line=$("$bin" import --quiet --database-url postgres://postgres@127.0.0.1:5432/imp_bench "$FIXTURES" | grep imported)
         echo "round $round  $bin  $line"
     done
 done
