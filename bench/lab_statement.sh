@@ -1,4 +1,4 @@
-# bench/lab_statement.sh — sourced by bench/body_in_row.sh and bench/page_shapes.sh, which time
+# bench/lab_statement.sh — sourced by bench/body_in_row.sh, bench/page_shapes.sh and bench/lab_plans.sh, which time
 # variants of the lab page's statement (`Observation?patient=…&category=laboratory`) with pgbench.
 # Sets DB, PSQL, WORK, the patients of the latest bench/search run in table scratch_pids (N of
 # them), the statement's parts (DRIVER, CHECK, LAB, COLS; fenced), HEAD (a pgbench script's first lines:

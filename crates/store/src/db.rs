@@ -588,6 +588,23 @@ impl RowExt for Vec<SqlValue> {
     }
 }
 
+/// The local PostgreSQL server's `postgres` database for the store's own tests, or `None` (the
+/// test skips) when none answers and `PORTICO_REQUIRE_POSTGRES` is not set.
+#[cfg(test)]
+pub(crate) async fn local_postgres() -> Option<PgConnectOptions> {
+    use sqlx::Connection;
+    let options = PgConnectOptions::from_str("postgres://postgres@127.0.0.1:5432/postgres").ok()?;
+    if let Err(e) = PgConnection::connect_with(&options).await {
+        let required = std::env::var("PORTICO_REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v == "true");
+        assert!(!required, "PostgreSQL required but unreachable: {e}");
+        eprintln!(
+            "SKIP: PostgreSQL not reachable on 127.0.0.1:5432 ({e}); set PORTICO_REQUIRE_POSTGRES=1 to fail instead"
+        );
+        return None;
+    }
+    Some(options)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,16 +661,8 @@ mod tests {
     /// other PostgreSQL tests, when none answers and `PORTICO_REQUIRE_POSTGRES` is not set).
     #[tokio::test]
     async fn postgres_reads_back_every_field_of_a_binary_copy() {
-        let options = PgConnectOptions::from_str("postgres://postgres@127.0.0.1:5432/postgres").unwrap();
-        let mut pg = match sqlx::PgConnection::connect_with(&options).await {
-            Ok(pg) => pg,
-            Err(e) => {
-                let required = std::env::var("PORTICO_REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v == "true");
-                assert!(!required, "PostgreSQL required but unreachable: {e}");
-                eprintln!("SKIP: PostgreSQL not reachable ({e}); set PORTICO_REQUIRE_POSTGRES=1 to fail instead");
-                return;
-            }
-        };
+        let Some(options) = local_postgres().await else { return };
+        let mut pg = sqlx::PgConnection::connect_with(&options).await.unwrap();
         sqlx::query(
             "CREATE TEMP TABLE copied (i BIGINT, r DOUBLE PRECISION, inf DOUBLE PRECISION, t TEXT, \
              n TEXT, e TEXT, o TEXT)",

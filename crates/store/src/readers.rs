@@ -195,7 +195,6 @@ impl<'a> BusyGuard<'a> {
 mod tests {
     use std::str::FromStr;
 
-    use sqlx::postgres::PgConnectOptions;
     use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::PgConnection;
 
@@ -207,13 +206,7 @@ mod tests {
     /// A reader pool on the local server's `postgres` database, or `None` (the test skips) when
     /// none answers and `PORTICO_REQUIRE_POSTGRES` is not set.
     async fn readers(max: u32, validate_after_idle: Duration) -> Option<Arc<PgReaders>> {
-        let options = PgConnectOptions::from_str(URL).expect("url");
-        if let Err(e) = PgConnection::connect_with(&options).await {
-            let required = std::env::var("PORTICO_REQUIRE_POSTGRES").is_ok_and(|v| v == "1" || v == "true");
-            assert!(!required, "PostgreSQL required but unreachable: {e}");
-            eprintln!("SKIP: PostgreSQL not reachable on 127.0.0.1:5432 ({e}); set PORTICO_REQUIRE_POSTGRES=1 to fail instead");
-            return None;
-        }
+        let options = crate::db::local_postgres().await?;
         let mut pool = PgReaders::new(options, max, Duration::from_secs(5));
         pool.validate_after_idle = validate_after_idle;
         Some(Arc::new(pool))
